@@ -220,9 +220,11 @@ cmd_run() {
   [[ "$DATA_DIR" == gs://* ]] || die "--data-dir must be a gs:// path (every worker reads it), got '$DATA_DIR'"
   [[ "$MODE" == train || "$MODE" == eval ]] || die "--mode must be train or eval, got '$MODE'"
   local line
+  # --distributed: main.py then calls jax.distributed.initialize() with no arguments, which
+  # on a TPU VM finds the other workers itself (launch/README.md, "Launch contract").
   line=$(start_snippet "$REMOTE_DIR" "$VENV/bin/python" "$LOG_DIR" '' \
     --config="$CONFIG" --workdir="$WORKDIR" --config.data.data_dir="$DATA_DIR" --mode="$MODE" \
-    "${EXTRA_ARGS[@]}")
+    --distributed "${EXTRA_ARGS[@]}")
   on_workers all "$line"
 }
 

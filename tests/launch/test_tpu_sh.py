@@ -137,7 +137,8 @@ def test_run_starts_detached_main_py_with_exact_args_and_stop_kills_it(
   killer(rec["pgid"])
   assert rec["argv"] == ["main.py", "--config=configs/vitc.py:size=4gf",
                          "--workdir=gs://bucket/runs/vit c4",
-                         "--config.data.data_dir=gs://bucket/tfds", "--mode=train", *extra]
+                         "--config.data.data_dir=gs://bucket/tfds", "--mode=train", "--distributed",
+                         *extra]
   assert rec["cwd"] == str(home / "vit_jax_stems")
   # Its own process group (what stop kills), recorded in the pid file.
   assert rec["pgid"] == rec["pid"]
