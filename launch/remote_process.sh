@@ -73,9 +73,10 @@ start_snippet() {
 }
 
 # The remote line that stops the process group started by start_snippet: TERM,
-# up to 30 s grace (the trainer may be writing a checkpoint), then KILL.
+# up to 30 s grace (the trainer may be writing a checkpoint), then KILL. A
+# zombie (exited, not yet reaped by init) counts as stopped.
 stop_snippet() {
   local logs
   logs=$(remote_home_path "$1") || return 2
-  printf '%s' "if [ -f $logs/main.pid ]; then pid=\$(cat $logs/main.pid); kill -TERM -- \"-\$pid\" 2>/dev/null || true; for _ in \$(seq 30); do kill -0 \"\$pid\" 2>/dev/null || break; sleep 1; done; kill -KILL -- \"-\$pid\" 2>/dev/null || true; rm -f $logs/main.pid; echo \"stopped main.py (pid \$pid) on \$(hostname)\"; else echo \"no main.py started by the launch scripts on \$(hostname)\"; fi"
+  printf '%s' "if [ -f $logs/main.pid ]; then pid=\$(cat $logs/main.pid); kill -TERM -- \"-\$pid\" 2>/dev/null || true; for _ in \$(seq 30); do kill -0 \"\$pid\" 2>/dev/null && ! grep -qs '^State:.*Z' /proc/\"\$pid\"/status || break; sleep 1; done; kill -KILL -- \"-\$pid\" 2>/dev/null || true; rm -f $logs/main.pid; echo \"stopped main.py (pid \$pid) on \$(hostname)\"; else echo \"no main.py started by the launch scripts on \$(hostname)\"; fi"
 }
