@@ -1,0 +1,37 @@
+r"""ViT_C (conv stem) with the P1 / pycls recipe; `demo` trains a small ViT_C on mnist5k on a CPU.
+
+Options after ':' (comma-separated): size=1gf|4gf|18gf|36gf|72gf (default 1gf),
+optimizer=adamw|sgd, epochs=N (P1: 100, 200 or 400; default 400), tuned (P1 Table 4 lr/wd,
+the 50-epoch tuning values, instead of the 400-epoch recipe), demo.
+
+Paper recipe (ImageNet-1k prepared for TFDS, see the README):
+  python main.py --config configs/vitc.py:size=4gf --workdir gs://BUCKET/vitc4gf \
+      --config.data.data_dir=gs://BUCKET/tensorflow_datasets
+  Expected (P1 Table 2, 400 epochs, AdamW): ViT_C-1GF 75.3, 4GF 81.4, 18GF 83.0, 36GF 83.2
+  top-1. P1 trained 4GF on 64 V100s; not reproduced here.
+
+Demo (this repo's CPU check):
+  python main.py --config configs/vitc.py:demo --workdir /tmp/vitc_demo
+  Expected: about 97% top-1 (EMA and raw) on the 1,000 mnist5k test digits after 15 epochs,
+  in about 5 minutes on the 2-core CPU of the dev machine (see DEMO_RESULTS in the README).
+"""
+from configs import common
+
+SIZES = ('1gf', '4gf', '18gf', '36gf', '72gf')
+
+
+def get_config(arg=None):
+  opts = common.parse_options(arg, size='1gf', optimizer='adamw', epochs='400', tuned=False,
+                              demo=False)
+  c = common.base_config()
+  if opts['demo']:
+    # Conv stem 3x3 s2 -> 3x3 s2 -> 1x1 (patch 4), one block fewer than ViT_P's demo as in P1.
+    common.demo(c, 'vit_c_1gf', dict(
+        common.DEMO_TRANSFORMER, depth=4, stem_kernels=(3, 3, 1), stem_strides=(2, 2, 1),
+        stem_channels=(16, 32, 64)))
+    return c
+  if opts['size'] not in SIZES:
+    raise ValueError(f'size={opts["size"]!r}: choose one of {SIZES}.')
+  common.pycls_recipe(c, f'vit_c_{opts["size"]}', opts['size'], opts['optimizer'],
+                      int(opts['epochs']), bool(opts['tuned']))
+  return c

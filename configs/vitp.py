@@ -1,0 +1,31 @@
+r"""ViT_P (patchify stem) with the P1 / pycls recipe; `demo` trains a small ViT_P on mnist5k.
+
+Options after ':' as in configs/vitc.py: size=1gf|4gf|18gf|36gf|72gf, optimizer=adamw|sgd,
+epochs=N (default 400), tuned, demo.
+
+Paper recipe:
+  python main.py --config configs/vitp.py:size=4gf --workdir gs://BUCKET/vitp4gf \
+      --config.data.data_dir=gs://BUCKET/tensorflow_datasets
+  Expected (P1 Table 2, 400 epochs, AdamW): ViT_P-1GF 72.3, 4GF 80.4, 18GF 82.1, 36GF 81.8.
+
+Demo (same transformer as the ViT_C demo, patchify stem and one more block, as P1 pairs them):
+  python main.py --config configs/vitp.py:demo --workdir /tmp/vitp_demo
+  Expected: see DEMO_RESULTS in the README (measured on the 2-core dev CPU).
+"""
+from configs import common
+
+SIZES = ('1gf', '4gf', '18gf', '36gf', '72gf')
+
+
+def get_config(arg=None):
+  opts = common.parse_options(arg, size='1gf', optimizer='adamw', epochs='400', tuned=False,
+                              demo=False)
+  c = common.base_config()
+  if opts['demo']:
+    common.demo(c, 'vit_p_1gf', dict(common.DEMO_TRANSFORMER, depth=5))
+    return c
+  if opts['size'] not in SIZES:
+    raise ValueError(f'size={opts["size"]!r}: choose one of {SIZES}.')
+  common.pycls_recipe(c, f'vit_p_{opts["size"]}', opts['size'], opts['optimizer'],
+                      int(opts['epochs']), bool(opts['tuned']))
+  return c

@@ -1,0 +1,7 @@
+"""Shared setup for trainer tests: the repo root on sys.path (for `configs`)."""
+import os
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+if ROOT not in sys.path:
+  sys.path.insert(0, ROOT)

@@ -1,0 +1,32 @@
+"""Tiny configs of the three families for trainer tests (seconds per run on a CPU)."""
+from configs import common
+from configs import convit, vitc, vitp
+
+TINY = dict(hidden_size=16, num_heads=4, mlp_dim=32, patch_size=4)
+FAMILIES = {
+    'vitc': (vitc, dict(TINY, depth=1, stem_kernels=(3, 1), stem_strides=(4, 1),
+                        stem_channels=(8, 16))),
+    'vitp': (vitp, dict(TINY, depth=2)),
+    'convit': (convit, dict(TINY, depth=2, num_gpsa_layers=1)),
+}
+
+
+def tiny_config(family='vitc', *, steps=4, image_size=16):
+  module, model = FAMILIES[family]
+  c = module.get_config('demo')
+  c.model = common.ml_collections.ConfigDict(model)
+  c.data.image_size = image_size
+  c.batch_size = 16
+  c.eval_batch_size = 40
+  c.total_epochs = None
+  c.total_steps = steps
+  c.schedule.warmup_epochs = None
+  c.schedule.warmup_steps = 1
+  c.log_every_steps = 2
+  c.eval_every_epochs = None
+  c.checkpoint_every_epochs = None
+  c.checkpoint_every_steps = 2
+  c.ema.period = 2
+  c.ema.alpha = 0.05
+  c.async_checkpoints = True
+  return c

@@ -1,0 +1,44 @@
+"""The one place where durations given as epochs, steps or examples become steps.
+
+A config names a duration by a prefix and exactly one unit suffix, e.g. `total_epochs=400`
+or `total_steps=1000`, `log_every_steps=50` or `eval_every_epochs=1`. Everything else in
+the trainer only sees steps.
+"""
+import math
+
+_UNITS = ('steps', 'epochs', 'examples')
+
+
+def to_steps(cfg, prefix, *, steps_per_epoch, batch_size, default=None, where='config'):
+  """Returns the duration `{prefix}_{steps|epochs|examples}` of `cfg` in steps.
+
+  Args:
+    cfg: a ConfigDict (or a sub-dict such as config.schedule).
+    prefix: e.g. 'total', 'warmup', 'log_every'.
+    steps_per_epoch: number of training steps in one pass over the training set.
+    batch_size: examples per step (for `_examples`).
+    default: value (in steps) when none of the three fields is set; None means required.
+    where: how to name `cfg` in error messages, e.g. 'config.schedule'.
+  """
+  given = {u: cfg.get(f'{prefix}_{u}') for u in _UNITS if cfg.get(f'{prefix}_{u}') is not None}
+  if len(given) > 1:
+    names = ', '.join(f'{where}.{prefix}_{u}' for u in given)
+    raise ValueError(f'Contradictory durations: set only one of {names} (the others to None).')
+  if not given:
+    if default is None:
+      raise ValueError(f'Missing duration: set one of '
+                       + ', '.join(f'{where}.{prefix}_{u}' for u in _UNITS) + '.')
+    return default
+  (unit, value), = given.items()
+  if value < 0:
+    raise ValueError(f'{where}.{prefix}_{unit} must be >= 0, got {value}.')
+  if unit == 'steps':
+    return int(value)
+  if unit == 'epochs':
+    return int(math.ceil(value * steps_per_epoch - 1e-9))
+  return int(math.ceil(value / batch_size - 1e-9))
+
+
+def is_set(cfg, prefix):
+  """Whether any of the duration fields `{prefix}_*` is set (not None)."""
+  return any(cfg.get(f'{prefix}_{u}') is not None for u in _UNITS)

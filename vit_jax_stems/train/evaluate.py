@@ -1,0 +1,103 @@
+"""Evaluation: top-1/top-5 over a whole split, every example counted exactly once.
+
+The input pipeline pads the last batch and marks padding with mask=False; the eval step sums
+correct predictions over the global (sharded) batch, so the counts are exact on any number of
+devices and processes. Also `--mode eval`: evaluate a workdir's latest checkpoint, or
+converted PyTorch weights, on a split.
+"""
+import logging
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from vit_jax_stems import data
+from vit_jax_stems.train import sharding
+
+
+def make_eval_step(model):
+  """eval_step(variables, batch) -> {'top1', 'top5', 'count'} sums over the batch (pure)."""
+
+  def eval_step(variables, batch):
+    logits, _ = model.apply(variables, batch['image'], train=False)
+    logits = logits.astype(jnp.float32)
+    label = batch['label']
+    mask = batch['mask'].astype(jnp.float32)
+    top5 = jax.lax.top_k(logits, min(5, logits.shape[-1]))[1]
+    hit5 = jnp.any(top5 == label[:, None], axis=-1)
+    hit1 = top5[:, 0] == label
+    return {'top1': jnp.sum(hit1 * mask), 'top5': jnp.sum(hit5 * mask), 'count': jnp.sum(mask)}
+
+  return eval_step
+
+
+class Evaluator:
+  """Runs a jitted eval step over `split` of `data_cfg` for one or more sets of variables."""
+
+  def __init__(self, model, data_cfg, *, split, batch_size, mesh):
+    self.data_cfg = data_cfg
+    self.split = split
+    self.batch_size = batch_size
+    self.batch_sharding = sharding.batch_sharding(mesh)
+    self._step = jax.jit(make_eval_step(model))
+
+  def __call__(self, variables_by_name):
+    """{name: variables} -> {f'{name}_top1', f'{name}_top5'} and 'eval_count'."""
+    sums = {name: None for name in variables_by_name}
+    it = data.make_eval_iterator(self.data_cfg, split=self.split,
+                                 global_batch_size=self.batch_size)
+    for local_batch in it:
+      batch = sharding.global_batch(local_batch, self.batch_sharding)
+      for name, variables in variables_by_name.items():
+        out = self._step(variables, batch)
+        sums[name] = out if sums[name] is None else jax.tree_util.tree_map(
+            jnp.add, sums[name], out)
+    result = {}
+    for name, s in sums.items():
+      s = jax.device_get(s)
+      count = int(round(float(s['count'])))
+      result[f'{name}_top1'] = float(s['top1']) / max(count, 1)
+      result[f'{name}_top5'] = float(s['top5']) / max(count, 1)
+      result['eval_count'] = count
+    return result
+
+
+def run(config, workdir, *, split=None):
+  """`--mode eval`: the workdir's latest checkpoint, else `config.init_weights`."""
+  # Imported here: the trainer imports this module for `Evaluator`.
+  from vit_jax_stems.train import checkpointing, pretrained, train_state, trainer
+
+  split = split or config.data.eval_split
+  info = data.get_dataset_info(config.data)
+  mesh = sharding.make_mesh(config.mesh)
+  ckpt = checkpointing.Checkpointer(f'{workdir}/checkpoints', keep=config.keep_checkpoints)
+  step = ckpt.latest_step()
+  if step is not None:
+    model, state = trainer.restore_for_eval(config, info, mesh, ckpt)
+    variables = {'params': train_state.variables_of(state, 'params')}
+    if 'ema' in state:
+      variables['ema'] = train_state.variables_of(state, 'ema')
+    source = f'checkpoint step {step} in {workdir}'
+  elif config.init_weights:
+    model, loaded = pretrained.load(config.init_weights)
+    variables = {'params': jax.device_put(loaded, sharding.tree_shardings(
+        loaded, mesh, config.sharding_rules))}
+    source = f'converted weights {config.init_weights}'
+  else:
+    raise ValueError(f'Nothing to evaluate: no checkpoint under {workdir}/checkpoints and '
+                     'config.init_weights is not set.')
+  ckpt.close()
+  t0 = time.time()
+  evaluator = Evaluator(model, config.data, split=split, batch_size=config.eval_batch_size,
+                        mesh=mesh)
+  result = evaluator(variables)
+  lines = [f'Evaluated {source} on split {split!r}: {result["eval_count"]} examples '
+           f'({time.time() - t0:.1f}s)']
+  for name in variables:
+    lines.append(f'  {name:6s} top-1 {100 * result[f"{name}_top1"]:.2f}%  '
+                 f'top-5 {100 * result[f"{name}_top5"]:.2f}%')
+  if jax.process_index() == 0:
+    print('\n'.join(lines), flush=True)
+  logging.info('eval result: %s', result)
+  return result

@@ -1,0 +1,112 @@
+"""Optimizers of the two reference recipes as optax transformations, with their lr schedules
+and weight-decay masks.
+
+- pycls (P1; pycls `core/optimizer.py`): AdamW or SGD (momentum, nesterov, L2 weight decay as
+  torch.optim.SGD applies it); lr(e) = base * ((1 - m) * 0.5 * (1 + cos(pi * e / E)) + m) for
+  epoch e of E, multiplied during warmup by the factor f * (1 - e / W) + e / W; the lr is set
+  once per epoch (e is an integer). Norm parameters and biases are not decayed; the class token
+  and the position embedding are.
+- timm/DeiT (P2; convit `main.py` uses timm `create_scheduler` and `add_weight_decay`): AdamW,
+  linear warmup from an absolute lr w0 to the base lr over W epochs, then
+  min + 0.5 * (base - min) * (1 + cos(pi * e / E)); stepped once per epoch. Parameters with
+  ndim <= 1, biases, `pos_embedding` and `cls_token` are not decayed.
+
+The schedule counts optimizer updates, so with gradient accumulation (optax.MultiSteps) it is
+still a function of the optimizer step, not of the micro-batch.
+"""
+import jax.numpy as jnp
+import optax
+from flax import traverse_util
+
+SCHEDULES = ('pycls_cosine', 'timm_cosine', 'constant')
+WD_MASKS = ('pycls', 'deit', 'all', 'none')
+OPTIMIZERS = ('adamw', 'sgd')
+
+
+def base_lr(opt_cfg, batch_size):
+  """The peak lr; `lr_base_batch` scales it linearly with the global batch (DeiT: lr*batch/512)."""
+  if opt_cfg.get('lr_base_batch'):
+    return opt_cfg.lr * batch_size / opt_cfg.lr_base_batch
+  return opt_cfg.lr
+
+
+def make_lr_schedule(sched_cfg, *, peak_lr, steps_per_epoch, total_steps, warmup_steps):
+  """Returns `lr(count)` for the optimizer-step count `count` (jnp-traceable)."""
+  spe = float(steps_per_epoch)
+  total_epochs = total_steps / spe
+  warmup_epochs = warmup_steps / spe
+  name = sched_cfg.name
+
+  def schedule(count):
+    e = count / spe
+    if sched_cfg.per_epoch:
+      e = jnp.floor(e)
+    cosine = 0.5 * (1.0 + jnp.cos(jnp.pi * e / total_epochs))
+    if name == 'constant':
+      return jnp.full_like(e, peak_lr, dtype=jnp.float32)
+    if name == 'pycls_cosine':
+      m = sched_cfg.min_lr_factor
+      lr = peak_lr * ((1.0 - m) * cosine + m)
+      if warmup_epochs > 0:
+        a = e / warmup_epochs
+        factor = sched_cfg.warmup_factor * (1.0 - a) + a
+        lr = jnp.where(e < warmup_epochs, lr * factor, lr)
+      return lr.astype(jnp.float32)
+    if name == 'timm_cosine':
+      lr = sched_cfg.min_lr + (peak_lr - sched_cfg.min_lr) * cosine
+      if warmup_epochs > 0:
+        w0 = sched_cfg.warmup_lr
+        warm = w0 + e * (peak_lr - w0) / warmup_epochs
+        lr = jnp.where(e < warmup_epochs, warm, lr)
+      return lr.astype(jnp.float32)
+    raise ValueError(f'config.schedule.name={name!r} is not one of {SCHEDULES}.')
+
+  return schedule
+
+
+def _path_str(path):
+  return '/'.join(str(p) for p in path)
+
+
+def weight_decay_mask(kind, params):
+  """A pytree of bools: True where weight decay applies, per recipe `kind` (see module doc)."""
+  flat = traverse_util.flatten_dict(params)
+
+  def decays(path, leaf):
+    name = path[-1]
+    if kind == 'all':
+      return True
+    if kind == 'none':
+      return False
+    if kind == 'pycls':
+      # pycls: BN/LN weights and all biases use wd 0 (OPTIM.BIAS/BN custom weight decay);
+      # the only `scale` parameters of our models are norm scales.
+      return name not in ('bias', 'scale')
+    if kind == 'deit':
+      # timm add_weight_decay: ndim <= 1 or '.bias' or in model.no_weight_decay() (ConViT:
+      # pos_embed, cls_token).
+      return jnp.ndim(leaf) > 1 and name not in ('bias', 'pos_embedding', 'cls_token')
+    raise ValueError(f'config.optimizer.wd_mask={kind!r} is not one of {WD_MASKS}.')
+
+  return traverse_util.unflatten_dict({p: decays(p, v) for p, v in flat.items()})
+
+
+def make_optimizer(opt_cfg, lr_schedule):
+  """Returns the optax transformation: [clip] -> AdamW | (L2 + SGD) [-> MultiSteps]."""
+  mask = lambda params: weight_decay_mask(opt_cfg.wd_mask, params)
+  if opt_cfg.name == 'adamw':
+    tx = optax.adamw(lr_schedule, b1=opt_cfg.b1, b2=opt_cfg.b2, eps=opt_cfg.eps,
+                     weight_decay=opt_cfg.weight_decay, mask=mask)
+  elif opt_cfg.name == 'sgd':
+    # torch.optim.SGD adds wd * p to the gradient before momentum (coupled L2), as pycls uses it.
+    tx = optax.chain(
+        optax.add_decayed_weights(opt_cfg.weight_decay, mask=mask),
+        optax.sgd(lr_schedule, momentum=opt_cfg.momentum, nesterov=opt_cfg.nesterov))
+  else:
+    raise ValueError(f'config.optimizer.name={opt_cfg.name!r} is not one of {OPTIMIZERS}.')
+  if opt_cfg.get('grad_clip_norm'):
+    tx = optax.chain(optax.clip_by_global_norm(opt_cfg.grad_clip_norm), tx)
+  if opt_cfg.get('accum_steps', 1) > 1:
+    tx = optax.MultiSteps(tx, every_k_schedule=opt_cfg.accum_steps)
+  return tx
+

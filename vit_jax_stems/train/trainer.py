@@ -1,0 +1,309 @@
+"""The trainer: one run of `main.py --mode train`, readable top to bottom.
+
+Sections follow the data flow: checks and durations, mesh, model and optimizer, sharding and
+state, update step, checkpoint load (resume / converted weights), input, evaluators and
+writers, loop. Everything that runs per step is a pure function under jax.jit; Python only
+decides when to log, evaluate, save and stop.
+"""
+import dataclasses
+import logging
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from etils import epath
+
+from vit_jax_stems import data
+from vit_jax_stems import models
+from vit_jax_stems.train import checkpointing
+from vit_jax_stems.train import config_checks
+from vit_jax_stems.train import durations
+from vit_jax_stems.train import ema as ema_lib
+from vit_jax_stems.train import evaluate
+from vit_jax_stems.train import metrics
+from vit_jax_stems.train import optimizer as optimizer_lib
+from vit_jax_stems.train import pretrained
+from vit_jax_stems.train import sharding
+from vit_jax_stems.train import train_state
+
+
+class NonFiniteLossError(FloatingPointError):
+  """The loss or the gradients became NaN/inf; the run stopped without saving that state."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+  """Every duration of the run in steps (a step = one micro-batch; = one update unless
+  gradients are accumulated over `accum` micro-batches)."""
+  accum: int
+  micro_batch: int
+  steps_per_epoch: int  # optimizer updates per epoch
+  total_updates: int
+  warmup_updates: int
+  total_steps: int
+  log_every: int
+  eval_every: int
+  checkpoint_every: int
+
+  @property
+  def total_epochs(self):
+    return self.total_updates / self.steps_per_epoch
+
+
+def make_plan(config, num_train_examples):
+  """Epochs / steps / examples -> steps, in one place (durations.to_steps)."""
+  accum = config.optimizer.accum_steps
+  spe = max(1, num_train_examples // config.batch_size)  # pycls/DeiT drop the last partial batch
+  kw = dict(steps_per_epoch=spe, batch_size=config.batch_size)
+  total = durations.to_steps(config, 'total', **kw)
+  warmup = durations.to_steps(config.schedule, 'warmup', default=0, where='config.schedule', **kw)
+  return Plan(
+      accum=accum, micro_batch=config.batch_size // accum, steps_per_epoch=spe,
+      total_updates=total, warmup_updates=warmup, total_steps=total * accum,
+      log_every=config.log_every_steps,
+      eval_every=durations.to_steps(config, 'eval_every', default=0, **kw) * accum,
+      checkpoint_every=durations.to_steps(config, 'checkpoint_every', default=0, **kw) * accum)
+
+
+def make_train_step(model, tx, lr_schedule, plan, ema_cfg):
+  """train_step(state, batch) -> (state, metrics); pure, jitted by the caller."""
+  ema_rate = None
+  if ema_cfg.enabled:
+    ema_rate = ema_lib.ema_rate(alpha=ema_cfg.alpha, batch_size=plan.micro_batch * plan.accum,
+                                total_epochs=plan.total_epochs, period=ema_cfg.period)
+  warmup_epochs = plan.warmup_updates / plan.steps_per_epoch
+
+  def train_step(state, batch):
+    step = state['step']
+    rng = jax.random.fold_in(state['rng'], step)
+
+    def loss_fn(params):
+      variables = {'params': params}
+      if state['batch_stats']:
+        variables['batch_stats'] = state['batch_stats']
+      (logits, _), updates = model.apply(variables, batch['image'], train=True,
+                                         mutable=['batch_stats'], rngs={'dropout': rng})
+      logits = logits.astype(jnp.float32)
+      loss = jnp.mean(optax.softmax_cross_entropy(logits, batch['labels']))
+      return loss, (logits, updates.get('batch_stats', {}))
+
+    (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+        state['params'])
+    updates, opt_state = tx.update(grads, state['opt_state'], state['params'])
+    params = optax.apply_updates(state['params'], updates)
+    new = dict(state, step=step + 1, params=params, batch_stats=batch_stats, opt_state=opt_state)
+
+    opt_step = step // plan.accum  # updates done before this one
+    if ema_rate is not None:
+      updated = ema_lib.update(
+          state['ema'], {'params': params, 'batch_stats': batch_stats}, opt_step=opt_step,
+          steps_per_epoch=plan.steps_per_epoch, warmup_epochs=warmup_epochs, rate=ema_rate,
+          period=ema_cfg.period)
+      applied = (step + 1) % plan.accum == 0  # with accumulation: only on real updates
+      new['ema'] = jax.tree_util.tree_map(
+          lambda u, e: jnp.where(applied, u, e), updated, state['ema'])
+
+    grad_norm = optax.global_norm(grads)
+    out = {
+        'loss': loss,
+        'accuracy': jnp.mean(jnp.argmax(logits, -1) == jnp.argmax(batch['labels'], -1)),
+        'grad_norm': grad_norm,
+        'lr': lr_schedule(opt_step),
+        'finite': jnp.isfinite(loss) & jnp.isfinite(grad_norm),
+    }
+    return new, out
+
+  return train_step
+
+
+def setup(config, info, mesh):
+  """Model, optimizer, plan, init fn and the sharded abstract state (shared with eval mode)."""
+  model, spec = train_state.build_model(config, info.num_classes)
+  plan = make_plan(config, info.num_train_examples)
+  peak_lr = optimizer_lib.base_lr(config.optimizer, config.batch_size)
+  lr_schedule = optimizer_lib.make_lr_schedule(
+      config.schedule, peak_lr=peak_lr, steps_per_epoch=plan.steps_per_epoch,
+      total_steps=plan.total_updates, warmup_steps=plan.warmup_updates)
+  tx = optimizer_lib.make_optimizer(config.optimizer, lr_schedule)
+  init_fn = train_state.make_init_fn(model, tx, image_size=config.data.image_size,
+                                     with_ema=config.ema.enabled)
+  abstract = jax.eval_shape(init_fn, jax.random.PRNGKey(config.seed))
+  shardings = sharding.tree_shardings(abstract, mesh, config.sharding_rules)
+  return model, spec, plan, lr_schedule, tx, init_fn, abstract, shardings
+
+
+def restore_for_eval(config, info, mesh, ckpt):
+  model, *_, abstract, shardings = setup(config, info, mesh)
+  return model, ckpt.restore(checkpointing.abstract_like(abstract, shardings))
+
+
+def check_config(config):
+  """All config checks, before anything is compiled (also used by main.py early)."""
+  info = data.get_dataset_info(config.data)
+  config_checks.check(
+      config, model_names=models.list_models(),
+      spec_fn=lambda: models.get_spec(
+          config.model_name, **train_state.model_kwargs(config, info.num_classes)))
+  return info
+
+
+def train_and_evaluate(config, workdir):
+  """Trains (resuming from `workdir` if it holds checkpoints) and evaluates; returns the last
+  train and eval metrics."""
+  # ------------------------------------------------------------------ Checks, logging
+  info = check_config(config)
+  workdir = epath.Path(workdir)
+  workdir.mkdir(parents=True, exist_ok=True)
+  if jax.process_index() == 0:
+    (workdir / 'config.json').write_text(config.to_json_best_effort(indent=2))
+  logging.info('Devices: %d (%s) over %d processes', jax.device_count(),
+               jax.devices()[0].device_kind, jax.process_count())
+
+  # ------------------------------------------------------------------ Mesh
+  mesh = sharding.make_mesh(config.mesh)
+  batch_sharding = sharding.batch_sharding(mesh)
+  replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+
+  # ------------------------------------------------------------------ Model, optimizer, state
+  model, spec, plan, lr_schedule, tx, init_fn, abstract, state_shardings = setup(
+      config, info, mesh)
+  logging.info('Plan: %s', plan)
+  macs = models.complexity.count(spec)['flops']
+  peak, peak_source = metrics.peak_flops_per_device(jax.devices()[0].device_kind)
+
+  # ------------------------------------------------------------------ Update step
+  train_step = jax.jit(
+      make_train_step(model, tx, lr_schedule, plan, config.ema),
+      in_shardings=(state_shardings, batch_sharding),
+      out_shardings=(state_shardings, replicated),
+      donate_argnums=(0,))
+
+  # ------------------------------------------------------------------ Checkpoint load or init
+  ckpt = checkpointing.Checkpointer(workdir / 'checkpoints', keep=config.keep_checkpoints,
+                                    asynchronous=config.async_checkpoints)
+  if ckpt.latest_step() is not None:
+    logging.info('Resuming from checkpoint step %d in %s', ckpt.latest_step(), ckpt.directory)
+    state = ckpt.restore(checkpointing.abstract_like(abstract, state_shardings))
+  else:
+    state = jax.jit(init_fn, out_shardings=state_shardings)(jax.random.PRNGKey(config.seed))
+    if config.init_weights:
+      state = _start_from_converted(state, config.init_weights, state_shardings)
+  start_step = int(jax.device_get(state['step']))
+
+  # ------------------------------------------------------------------ Input
+  train_iter = data.make_train_iterator(config.data, global_batch_size=plan.micro_batch,
+                                        seed=config.seed, start_step=start_step)
+
+  # ------------------------------------------------------------------ Evaluators, writers
+  evaluator = evaluate.Evaluator(model, config.data, split=config.data.eval_split,
+                                 batch_size=config.eval_batch_size, mesh=mesh)
+  writer = metrics.create_writer(workdir)
+  progress = metrics.ProgressPrinter(plan.total_steps, start_step)
+  report, hooks = metrics.periodic_hooks(
+      workdir, total_steps=plan.total_steps, every_steps=plan.log_every,
+      profile_first_step=config.profile_first_step, profile_steps=config.profile_num_steps)
+  if start_step == 0 and jax.process_index() == 0:
+    writer.write_hparams({k: v for k, v in config.items() if isinstance(v, (int, float, str))})
+  mfu_note = f'MFU vs {peak_source}' if peak else peak_source
+  logging.info('%s; %.3f GMACs/image (pycls count)', mfu_note, macs / 1e9)
+
+  def run_eval(step):
+    names = {'params': train_state.variables_of(state, 'params')}
+    if config.ema.enabled:
+      names['ema'] = train_state.variables_of(state, 'ema')
+    with report.timed('eval'):
+      result = evaluator(names)
+    writer.write_scalars(step, {f'eval/{k}': v for k, v in result.items()})
+    shown = {k: v for k, v in result.items() if k.endswith('top1') or k.endswith('top5')}
+    progress(step, {f'eval {k}': v for k, v in shown.items()})
+    return result
+
+  # ------------------------------------------------------------------ Loop
+  last = {'train': {}, 'eval': {}, 'stopped': None}
+  window, prev = [], None
+  t_window, s_window = time.monotonic(), start_step
+
+  def check_finite(m, step):
+    if not bool(jax.device_get(m['finite'])):
+      ckpt.wait()
+      good = ckpt.latest_step()
+      ckpt.close()
+      writer.flush()
+      raise NonFiniteLossError(
+          f'Non-finite loss or gradient at step {step} (loss={float(m["loss"])}); stopping. '
+          f'The state of step {step} was not saved; the last good checkpoint is step {good} '
+          f'in {ckpt.directory}.')
+
+  with checkpointing.PreemptionWatch(ckpt) as preemption:
+    for step in range(start_step + 1, plan.total_steps + 1):
+      with jax.profiler.StepTraceAnnotation('train', step_num=step):
+        batch = sharding.global_batch(next(train_iter), batch_sharding)
+        state, m = train_step(state, batch)
+      if prev is not None:  # one step in flight: check the previous step's loss
+        check_finite(prev, step - 1)
+      prev = m
+      window.append(m)
+      for hook in hooks:
+        hook(step)
+
+      if step % plan.log_every == 0 or step == plan.total_steps:
+        check_finite(m, step)
+        means = {k: float(np.mean([float(x) for x in v]))
+                 for k, v in jax.device_get(
+                     {k: [w[k] for w in window] for k in window[0] if k != 'finite'}).items()}
+        dt = time.monotonic() - t_window
+        img_s = (step - s_window) * plan.micro_batch / max(dt, 1e-9)
+        row = {f'train/{k}': v for k, v in means.items()}
+        row.update({'train/images_per_sec': img_s,
+                    'train/images_per_sec_per_device': img_s / jax.device_count(),
+                    'train/epoch': step / plan.accum / plan.steps_per_epoch})
+        if peak:
+          row['train/mfu'] = metrics.train_flops_per_image(macs) * img_s / (
+              peak * jax.device_count())
+        writer.write_scalars(step, row)
+        shown = dict(means, **{'img/s': img_s, 'MFU': row.get('train/mfu', 'n/a')})
+        progress(step, shown)
+        last['train'] = row
+        window, t_window, s_window = [], time.monotonic(), step
+
+      if plan.eval_every and step % plan.eval_every == 0 and step != plan.total_steps:
+        last['eval'] = run_eval(step)
+        t_window = time.monotonic()  # eval time is not training throughput
+
+      preempted = preemption.should_stop(step)
+      if preempted or step == plan.total_steps or (
+          plan.checkpoint_every and step % plan.checkpoint_every == 0):
+        check_finite(m, step)
+        ckpt.save(step, state)
+      if preempted:
+        ckpt.wait()
+        logging.warning('Preempted: saved checkpoint step %d; exiting cleanly.', step)
+        print(f'Preempted at step {step}: checkpoint saved in {ckpt.directory}; '
+              'rerun the same command to resume.', flush=True)
+        last['stopped'] = f'preempted at step {step}'
+        break
+
+  if last['stopped'] is None:
+    last['eval'] = run_eval(plan.total_steps)
+  ckpt.close()
+  writer.flush()
+  return last
+
+
+def _start_from_converted(state, directory, shardings):
+  """Replaces params / BN stats (and the EMA copy) by converted weights (fine-tuning start)."""
+  _, loaded = pretrained.load(directory)
+  init = {'params': state['params'], 'batch_stats': state['batch_stats']}
+  host = jax.device_get(init)
+  merged = pretrained.merge(host, loaded, source=directory)
+  merged.setdefault('batch_stats', {})
+  state = dict(state)
+  state['params'] = jax.device_put(merged['params'], shardings['params'])
+  state['batch_stats'] = jax.device_put(merged['batch_stats'], shardings['batch_stats'])
+  if 'ema' in state:
+    state['ema'] = jax.device_put(
+        {'params': merged['params'], 'batch_stats': merged['batch_stats']}, shardings['ema'])
+  logging.info('Started from converted weights in %s', directory)
+  return state
