@@ -1,0 +1,293 @@
+"""tf.data input pipelines: an endless, resumable training stream and an exact, padded eval pass.
+
+Multi-host: each process reads its own contiguous share of the split (tfds.split_for_jax_process /
+even_splits) and yields batches of global_batch_size / process_count; the trainer assembles global
+arrays (see `global_batch.make_global_batch`).
+
+Determinism and resume (the stream is a pure function of seed, process and step):
+  * the process's share is read in the fixed on-disk order (TFDS shuffles examples when it writes
+    the records), then shuffled per epoch with a buffer seeded by fold(seed, process, epoch);
+  * every example gets its own augmentation seed fold(seed, process, epoch, position in the epoch)
+    and every batch its mixup/CutMix seed fold(seed, process, step); all random ops are stateless;
+  * start_step=s continues exactly where an uninterrupted run would be: the process has consumed
+    s * local_batch examples, i.e. epoch e = that // epoch_size plus an offset into it, so the
+    pipeline starts at epoch e and skips the offset. The skip happens before decoding (it only reads
+    records), so it costs reading at most one epoch share of the encoded files, no JPEG decoding.
+No iterator state needs to go into checkpoints: the step number is enough.
+
+Bad records (corrupt or truncated images) are skipped and counted, never a crash and never silent:
+decoding runs per example inside a one-element dataset with ignore_errors, so a failure yields a
+flagged placeholder; in training the placeholder's slot in the batch is filled with a copy of the
+first good example of the same batch (shapes, batch composition and the resume arithmetic stay
+fixed), in eval its mask is False. The Python iterators count them (`num_bad_records`), keep their
+TFDS ids (`bad_record_ids`) and log a warning naming each; a batch with no good example raises.
+"""
+import math
+from typing import Any, Iterator
+
+from absl import logging
+import numpy as np
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from vit_jax_stems.data import auto_augment
+from vit_jax_stems.data import datasets
+from vit_jax_stems.data import decode
+from vit_jax_stems.data import lighting
+from vit_jax_stems.data import mixing
+from vit_jax_stems.data import random_erasing
+
+_INT64_MAX = np.iinfo(np.int64).max
+_MAX_LOGGED_BAD = 100
+
+# Tags folded into the seed so that independent streams never share random numbers.
+_TAG_EXAMPLES, _TAG_SHUFFLE, _TAG_MIX = 1, 2, 3
+
+
+def fold_seed(seed, *data) -> tf.Tensor:
+  """A [2] int64 stateless seed from an integer seed and a sequence of integers (ints or tensors)."""
+  key = tf.stack([tf.constant(0, tf.int64), tf.cast(seed, tf.int64)])
+  for value in data:
+    key = tf.random.experimental.stateless_fold_in(key, tf.cast(value, tf.int64))
+  return key
+
+
+def _read(builder, split, config) -> tf.data.Dataset:
+  """Encoded examples {'image': bytes, 'label', 'tfds_id'} of a split, in on-disk order."""
+  ds = builder.as_dataset(
+      split=split, shuffle_files=False, decoders={config.image_key: tfds.decode.SkipDecoding()},
+      read_config=tfds.ReadConfig(add_tfds_id=True, try_autocache=False))
+  ds = ds.map(lambda ex: {'image': ex[config.image_key], 'label': tf.cast(ex[config.label_key], tf.int32),
+                          'tfds_id': ex['tfds_id']})
+  return ds.cache() if config.cache else ds
+
+
+def _decode_or_flag(ds: tf.data.Dataset, decode_fn, placeholder_image) -> tf.data.Dataset:
+  """Maps decode_fn over examples in parallel, in order; a failing example becomes ok=False with placeholder_image."""
+  def one(example):
+    good = tf.data.Dataset.from_tensors(example).map(
+        lambda ex: {**ex, 'image': decode_fn(ex), 'ok': tf.constant(True)}).ignore_errors()
+    bad = tf.data.Dataset.from_tensors({**example, 'image': placeholder_image, 'ok': tf.constant(False)})
+    return good.concatenate(bad).take(1)
+  return ds.interleave(one, cycle_length=tf.data.AUTOTUNE, block_length=1,
+                       num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+
+def _normalize(image01: tf.Tensor, config) -> tf.Tensor:
+  mean = tf.constant(config.mean, tf.float32)
+  std = tf.constant(config.std, tf.float32)
+  return (image01 - mean) / std
+
+
+def _augment_fill(config, default):
+  if config.augment.augment_fill is not None:
+    return tuple(config.augment.augment_fill)
+  return default
+
+
+def train_example_fn(config):
+  """Per-example training augmentation on a decoded uint8 crop -> normalised float32 image."""
+  aug = config.augment
+  ra_spec = auto_augment.parse_randaugment(aug.randaugment) if aug.randaugment else None
+  if aug.autoaugment and ra_spec:
+    raise ValueError('config.augment.autoaugment and config.augment.randaugment are exclusive; choose one.')
+
+  def fn(example):
+    image = example['image']
+    flip_seed, policy_seed, lighting_seed, erasing_seed = tf.unstack(
+        tf.random.experimental.stateless_split(fold_seed(0, example['seed'][0], example['seed'][1]), 4))
+    if aug.flip:
+      image = tf.image.stateless_random_flip_left_right(image, flip_seed)
+    if aug.autoaugment:
+      image = auto_augment.auto_augment(image, policy_seed, fill=_augment_fill(config, (128, 128, 128)))
+    elif ra_spec:
+      mean_fill = tuple(min(255, round(255 * m)) for m in config.mean)  # timm/DeiT `img_mean` hparam
+      image = auto_augment.rand_augment(image, policy_seed, ra_spec, fill=_augment_fill(config, mean_fill))
+    image = tf.cast(image, tf.float32) / 255.0
+    if aug.pca_lighting_std > 0:
+      image = lighting.pca_lighting(image, lighting_seed, aug.pca_lighting_std)
+    image = _normalize(image, config)
+    if aug.random_erasing_prob > 0:
+      image = random_erasing.random_erasing(image, erasing_seed, aug.random_erasing_prob)
+    return {'image': image, 'label': example['label'], 'ok': example['ok'], 'tfds_id': example['tfds_id']}
+  return fn
+
+
+def train_batch_fn(config, num_classes: int, seed: int, process_index: int):
+  """Per-batch: refill bad slots, smoothed one-hot targets, then mixup/CutMix seeded by the step."""
+  aug = config.augment
+
+  def fn(step, batch):
+    ok = batch['ok']
+    first_ok = tf.argmax(tf.cast(ok, tf.int32), output_type=tf.int32)
+    source = tf.where(ok, tf.range(tf.shape(ok)[0]), first_ok)
+    images = tf.gather(batch['image'], source)
+    targets = mixing.smooth_one_hot(tf.gather(batch['label'], source), num_classes, aug.label_smoothing)
+    images, targets = mixing.mix_batch(
+        images, targets, fold_seed(seed, _TAG_MIX, process_index, step), mixup_alpha=aug.mixup_alpha,
+        cutmix_alpha=aug.cutmix_alpha, switch_prob=aug.mix_switch_prob)
+    return {'image': images, 'labels': targets, 'ok': ok, 'tfds_id': batch['tfds_id']}
+  return fn
+
+
+def make_train_dataset(config, *, global_batch_size: int, seed: int, start_step: int = 0,
+                       process_index: int | None = None, process_count: int | None = None) -> tf.data.Dataset:
+  """The endless per-process training stream as a tf.data.Dataset (see the module docstring)."""
+  if start_step < 0:
+    raise ValueError(f'start_step must be >= 0, got {start_step}.')
+  builder = datasets.get_builder(config)
+  num_classes = datasets.check_features(builder, config)
+  process_index, process_count = datasets.process_index_and_count(process_index, process_count)
+  local_batch = datasets.local_batch_size(global_batch_size, process_count)
+  split = tfds.split_for_jax_process(config.train_split, process_index=process_index, process_count=process_count)
+  epoch_size = datasets.num_examples(builder, split)
+  if epoch_size == 0:
+    raise datasets.DatasetNotReadyError(f'Process {process_index} has no training examples in {split!r}.')
+  aug = config.augment
+  repeats = int(aug.repeated_augmentation)
+  if repeats < 1:
+    raise ValueError(f'config.augment.repeated_augmentation must be >= 1, got {repeats}.')
+  records = _read(builder, split, config)
+
+  def epoch(index):
+    shuffle_seed = fold_seed(seed, _TAG_SHUFFLE, process_index, index)[1]
+    ds = records.shuffle(min(config.shuffle_buffer, epoch_size), seed=shuffle_seed,
+                         reshuffle_each_iteration=False)
+    if repeats > 1:  # DeiT repeated augmentation: same length, each example `repeats` times in a row
+      ds = ds.take(math.ceil(epoch_size / repeats))
+      ds = ds.flat_map(lambda ex: tf.data.Dataset.from_tensors(ex).repeat(repeats)).take(epoch_size)
+    return ds.enumerate().map(
+        lambda i, ex: {**ex, 'seed': fold_seed(seed, _TAG_EXAMPLES, process_index, index, i)})
+
+  first_epoch, offset = divmod(start_step * local_batch, epoch_size)
+  ds = tf.data.Dataset.range(first_epoch, _INT64_MAX).flat_map(epoch).skip(offset)
+
+  size = config.image_size
+  def crop(example):
+    return decode.decode_random_resized_crop(
+        example['image'], fold_seed(0, example['seed'][0], example['seed'][1], 7), size=size,
+        area_range=(aug.area_min, aug.area_max), aspect_range=(aug.aspect_min, aug.aspect_max),
+        method=config.interpolation, antialias=config.antialias, random_crop=aug.random_resized_crop)
+  ds = _decode_or_flag(ds, crop, tf.zeros([size, size, 3], tf.uint8))
+  ds = ds.map(train_example_fn(config), num_parallel_calls=tf.data.AUTOTUNE)
+  ds = ds.batch(local_batch, drop_remainder=True)
+  ds = tf.data.Dataset.zip(tf.data.Dataset.range(start_step, _INT64_MAX), ds)
+  ds = ds.map(train_batch_fn(config, num_classes, seed, process_index), num_parallel_calls=tf.data.AUTOTUNE)
+  return ds.prefetch(config.prefetch)
+
+
+def make_eval_dataset(config, *, split: str | None = None, global_batch_size: int,
+                      process_index: int | None = None, process_count: int | None = None):
+  """One padded pass over `split` for this process; returns (dataset, num_batches, examples of this process)."""
+  split = split or config.eval_split
+  builder = datasets.get_builder(config)
+  datasets.check_features(builder, config)
+  process_index, process_count = datasets.process_index_and_count(process_index, process_count)
+  local_batch = datasets.local_batch_size(global_batch_size, process_count)
+  local_split = datasets.process_splits(split, process_count)[process_index]
+  local_examples = datasets.num_examples(builder, local_split)
+  num_batches = datasets.eval_num_batches(builder, split, local_batch, process_count)
+  size = config.image_size
+
+  def preprocess(example):
+    return decode.decode_resize_center_crop(example['image'], size=size, crop_pct=config.crop_pct,
+                                            method=config.interpolation, antialias=config.antialias)
+  ds = _decode_or_flag(_read(builder, local_split, config), preprocess, tf.zeros([size, size, 3]))
+  ds = ds.map(lambda ex: {'image': _normalize(ex['image'] / 255.0, config), 'label': ex['label'],
+                          'mask': ex['ok'], 'real': tf.constant(True), 'tfds_id': ex['tfds_id']},
+              num_parallel_calls=tf.data.AUTOTUNE)
+  padding = tf.data.Dataset.from_tensors({
+      'image': tf.zeros([size, size, 3]), 'label': tf.constant(0, tf.int32), 'mask': tf.constant(False),
+      'real': tf.constant(False), 'tfds_id': tf.constant('')})
+  ds = ds.concatenate(padding.repeat(num_batches * local_batch - local_examples))
+  ds = ds.batch(local_batch, drop_remainder=True).prefetch(config.prefetch)
+  return ds, num_batches, local_examples
+
+
+class _BadRecordLog:
+  """Counts and names the records that failed to decode."""
+
+  def __init__(self):
+    self.num_bad_records = 0
+    self.bad_record_ids: list[str] = []
+
+  def record(self, ids: np.ndarray, kind: str):
+    for tfds_id in ids:
+      tfds_id = tfds_id.decode() if isinstance(tfds_id, bytes) else str(tfds_id)
+      self.num_bad_records += 1
+      if len(self.bad_record_ids) < _MAX_LOGGED_BAD:
+        self.bad_record_ids.append(tfds_id)
+        logging.warning('Skipped undecodable %s record %s (bad records so far: %d).', kind, tfds_id,
+                        self.num_bad_records)
+
+
+class TrainIterator(_BadRecordLog):
+  """Endless iterator of per-process numpy batches {'image': f32 (b, H, W, 3), 'labels': f32 (b, classes)}."""
+
+  def __init__(self, dataset: tf.data.Dataset, start_step: int):
+    super().__init__()
+    self.dataset = dataset
+    self.step = start_step  # the step of the next batch
+    self._it = iter(tfds.as_numpy(dataset))
+
+  def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
+    return self
+
+  def __next__(self) -> dict[str, np.ndarray]:
+    batch = next(self._it)
+    ok, ids = batch.pop('ok'), batch.pop('tfds_id')
+    if not ok.all():
+      self.record(ids[~ok], 'train')
+      if not ok.any():
+        raise RuntimeError(f'Every record of training batch {self.step} failed to decode: '
+                           f'{[i.decode() for i in ids]}. The dataset files are likely damaged; prepare them again.')
+    self.step += 1
+    return batch
+
+
+class EvalIterator(_BadRecordLog):
+  """One pass of per-process numpy batches {'image', 'label' int32, 'mask' bool}; len() = batches."""
+
+  def __init__(self, dataset: tf.data.Dataset, num_batches: int, num_examples: int):
+    super().__init__()
+    self.dataset = dataset
+    self.num_batches = num_batches
+    self.num_examples = num_examples  # real examples of this process (masked-in count if no bad records)
+    self._it = iter(tfds.as_numpy(dataset))
+
+  def __len__(self) -> int:
+    return self.num_batches
+
+  def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
+    return self
+
+  def __next__(self) -> dict[str, np.ndarray]:
+    batch = next(self._it)
+    real, ids = batch.pop('real'), batch.pop('tfds_id')
+    bad = real & ~batch['mask']
+    if bad.any():
+      self.record(ids[bad], 'eval')
+    return batch
+
+
+def make_train_iterator(config, *, global_batch_size: int, seed: int, start_step: int = 0,
+                        process_index: int | None = None, process_count: int | None = None) -> TrainIterator:
+  """Per-process training batches continuing the stream an uninterrupted run sees at `start_step`."""
+  ds = make_train_dataset(config, global_batch_size=global_batch_size, seed=seed, start_step=start_step,
+                          process_index=process_index, process_count=process_count)
+  return TrainIterator(ds, start_step)
+
+
+def make_eval_iterator(config, split: str | None = None, *, global_batch_size: int,
+                       process_index: int | None = None, process_count: int | None = None) -> EvalIterator:
+  """One exact pass over an eval split: same number of batches on every process, padding masked out."""
+  ds, num_batches, num_examples = make_eval_dataset(
+      config, split=split, global_batch_size=global_batch_size, process_index=process_index,
+      process_count=process_count)
+  return EvalIterator(ds, num_batches, num_examples)
+
+
+def peek(iterator) -> dict[str, Any]:
+  """Shapes and dtypes of an iterator's batches without consuming it (from the tf.data element spec)."""
+  spec = iterator.dataset.element_spec
+  return {k: (tuple(v.shape), v.dtype.as_numpy_dtype) for k, v in spec.items()}
