@@ -1,0 +1,128 @@
+"""What one benchmark run measures: named models, plus the comparisons the issue asks for.
+
+A `Case` is one row of the table: a ModelSpec and the attention path. Besides the models asked
+for, a run can add
+  * the equal-GF patchify twin of a conv-stem model (`--twins`): P1 removes one transformer block
+    when it adds the conv stem (ViT_C-4GF = 11 blocks vs ViT_P-4GF = 12, SPEC section 1), so the
+    twin is the same spec with a patchify stem and one block more; for the registered models it
+    is exactly the registered vit_p / convit model of the same size. P1's runtime claim is about
+    this pair.
+  * for GPSA models (`--gpsa-study`): the explicit path (softmax weights materialised,
+    return_attention=True) and the plain-attention twin: the same widths, heads, MLP and depth
+    with every block plain MHSA (a pycls-family spec, so the class token is present in all
+    blocks: 197 instead of 196 tokens in the first blocks, +0.5% of the model's MACs). That
+    isolates the cost of gating and of the positional attention, everything else being equal.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+
+from vit_jax_stems import models
+from vit_jax_stems.models.spec import ModelSpec
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+  label: str
+  spec: ModelSpec
+  role: str = "model"  # 'model' | 'twin' (equal-GF patchify) | 'explicit' | 'plain'
+  of: str | None = None  # label of the case this one is compared with
+  return_attention: bool = False  # the explicit (weights-materialising) attention path
+
+  @property
+  def macs_per_image(self) -> int:
+    return models.complexity.count(self.spec)["flops"]
+
+
+def parse_overrides(items: list[str]) -> dict:
+  """['depth=2', 'stem_channels=(8,16,32)'] -> {'depth': 2, 'stem_channels': (8, 16, 32)}."""
+  overrides = {}
+  for item in items:
+    key, sep, value = item.partition("=")
+    if not sep or not key:
+      raise ValueError(f"--override {item!r}: write it as field=value, e.g. --override depth=2.")
+    try:
+      overrides[key.strip()] = ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+      overrides[key.strip()] = value  # a bare string such as interpolation=bicubic
+  return overrides
+
+
+def model_spec(name: str, overrides: dict) -> ModelSpec:
+  """The spec of `name` with `overrides`; an override that a model does not use is dropped.
+
+  Conv-stem fields are meaningless for a patchify model (and would fail its validation), and
+  num_gpsa_layers for a pycls model, so one `--override` list can serve a mixed `--models` list.
+  """
+  base = models.get_spec(name)  # raises with the list of registered names
+  usable = dict(overrides)
+  if base.stem == "patchify":
+    for key in ("stem_kernels", "stem_strides", "stem_channels"):
+      usable.pop(key, None)
+  if base.family == "pycls":
+    usable.pop("num_gpsa_layers", None)
+  return models.get_spec(name, **usable)
+
+
+def equal_gf_twin(spec: ModelSpec) -> ModelSpec:
+  """The patchify model a conv-stem model is matched with in flops (P1: the stem ~ one block)."""
+  if spec.stem != "conv":
+    raise ValueError("equal_gf_twin is defined for conv-stem models only.")
+  return spec.replace(stem="patchify", stem_kernels=(), stem_strides=(), stem_channels=(),
+                      depth=spec.depth + 1,
+                      num_gpsa_layers=spec.num_gpsa_layers + (1 if spec.num_gpsa_layers else 0))
+
+
+def plain_attention_twin(spec: ModelSpec) -> ModelSpec:
+  """The same model with every block plain MHSA (see the module docstring)."""
+  if not spec.num_gpsa_layers:
+    raise ValueError("plain_attention_twin needs a model with GPSA blocks.")
+  return spec.replace(family="pycls", num_gpsa_layers=0)
+
+
+def build_cases(names: list[str], overrides: dict, *, twins: bool, gpsa_study: bool
+                ) -> list[Case]:
+  """The rows of one run, validated before anything is traced. Duplicate specs run once."""
+  cases: list[Case] = []
+
+  def add(case: Case) -> Case:
+    for existing in cases:
+      if existing.spec == case.spec and existing.return_attention == case.return_attention:
+        return existing
+    cases.append(case)
+    return case
+
+  for name in names:
+    add(Case(name, model_spec(name, overrides)))
+  for main in list(cases):
+    if twins and main.spec.stem == "conv":
+      twin = equal_gf_twin(main.spec)
+      label = _registered_label(twin, overrides) or f"{main.label}[p-twin]"
+      add(Case(label, twin, role="twin", of=main.label))
+    if gpsa_study and main.spec.num_gpsa_layers:
+      add(Case(f"{main.label}[explicit]", main.spec, role="explicit", of=main.label,
+               return_attention=True))
+      add(Case(f"{main.label}[plain]", plain_attention_twin(main.spec), role="plain",
+               of=main.label))
+  return cases
+
+
+def _registered_label(spec: ModelSpec, overrides: dict) -> str | None:
+  """The registered name whose spec (with the same overrides) equals `spec`, if any."""
+  for name in models.list_models():
+    try:
+      if model_spec(name, overrides) == spec:
+        return name
+    except ValueError:
+      continue
+  return None
+
+
+def peer_spec(spec: ModelSpec) -> tuple[ModelSpec, str]:
+  """(spec the timm peer mirrors, 'vit' | 'convit'). Conv stems have no timm peer: their
+  equal-GF patchify twin's peer stands in (the ratio then compares equal-GF models)."""
+  if spec.stem == "conv":
+    spec = equal_gf_twin(spec)
+  return spec, ("convit" if spec.num_gpsa_layers else "vit")

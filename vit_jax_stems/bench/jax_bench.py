@@ -1,0 +1,226 @@
+"""One case on one JAX device: a real train step and an inference step, compiled and timed.
+
+The train step is what training runs per step: forward with BatchNorm statistics updated (conv
+stems), softmax cross-entropy, backward, an optax AdamW update; jitted with the state donated so
+XLA updates parameters and optimizer moments in place. Data are synthetic and device-resident (one
+batch made on the device once), so the figure is the model's speed, not the input pipeline's.
+
+Timing: `warmup` steps are run and waited for; then `repeats` windows of `steps` steps each are
+dispatched back to back and waited for once at the end of each window (block_until_ready), so no
+host sync sits inside a window. The step time is the median window's time / steps.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import statistics
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from vit_jax_stems import models
+from vit_jax_stems.bench import model_patches
+from vit_jax_stems.bench.cases import Case
+
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+  batch_size: int
+  steps: int
+  repeats: int = 3
+  warmup: int = 2
+  dtype: str = "float32"
+  attention: str = "xla"  # resolved: 'xla' | 'cudnn'
+  remat: str = "none"
+  seed: int = 0
+
+
+def make_optimizer() -> optax.GradientTransformation:
+  """AdamW as both papers' recipes (betas 0.9/0.999, eps 1e-8), no decay on 1-D params."""
+  return optax.adamw(1e-3, b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.05,
+                     mask=lambda params: jax.tree.map(lambda p: p.ndim > 1, params))
+
+
+def synthetic_batch(batch_size: int, image_size: int, num_classes: int, seed: int = 0):
+  """Normal images and uniform labels, made on the device (no host->device copy per step)."""
+
+  @jax.jit
+  def make(key):
+    k_images, k_labels = jax.random.split(key)
+    return {"images": jax.random.normal(k_images, (batch_size, image_size, image_size, 3)),
+            "labels": jax.random.randint(k_labels, (batch_size,), 0, num_classes)}
+
+  return make(jax.random.key(seed))
+
+
+def make_train_step(model, tx, *, return_attention: bool):
+  """step(state, batch) -> (state, loss); pure, for jax.jit with donate_argnums=(0,)."""
+
+  def loss_fn(params, batch_stats, batch, rng):
+    variables = {"params": params}
+    if batch_stats:
+      variables["batch_stats"] = batch_stats
+    (logits, _), updates = model.apply(
+        variables, batch["images"], train=True, return_attention=return_attention,
+        mutable=["batch_stats"], rngs={"dropout": rng})
+    loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch["labels"]).mean()
+    return loss, updates.get("batch_stats", {})
+
+  def step(state, batch):
+    rng = jax.random.fold_in(state["rng"], state["step"])
+    (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+        state["params"], state["batch_stats"], batch, rng)
+    updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
+    return {"step": state["step"] + 1, "rng": state["rng"],
+            "params": optax.apply_updates(state["params"], updates),
+            "batch_stats": batch_stats, "opt_state": opt_state}, loss
+
+  return step
+
+
+def make_eval_step(model, *, return_attention: bool):
+  def step(variables, images):
+    logits, _ = model.apply(variables, images, train=False, return_attention=return_attention)
+    return logits
+  return step
+
+
+def _memory(compiled) -> dict[str, int | None]:
+  """XLA's static accounting of one compiled program (available on every backend)."""
+  try:
+    m = compiled.memory_analysis()
+  except Exception:  # pylint: disable=broad-except  # some backends do not implement it
+    m = None
+  if m is None:
+    return {"temp_bytes": None, "total_bytes": None}
+  total = (m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes
+           - m.alias_size_in_bytes)
+  return {"temp_bytes": int(m.temp_size_in_bytes), "total_bytes": int(total)}
+
+
+def device_peak_bytes(device) -> int | None:
+  """The allocator's peak since the process started (GPU/TPU); None where not reported (CPU)."""
+  stats = device.memory_stats() if hasattr(device, "memory_stats") else None
+  if not stats:
+    return None
+  return stats.get("peak_bytes_in_use")
+
+
+def _timed_windows(run_window, repeats: int) -> list[float]:
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    jax.block_until_ready(run_window())
+    times.append(time.perf_counter() - start)
+  return times
+
+
+def _lower_and_compile(jitted, args, attention: str, remat: str, row: dict):
+  """(compiled, (lower seconds, compile seconds), attention used).
+
+  cuDNN flash attention supports a subset of shapes (head_dim a multiple of 8, at most 128, ...);
+  when it refuses a case, the case falls back to the XLA path and the row's `notes` say so.
+  """
+  try:
+    start = time.perf_counter()
+    with model_patches.attention_implementation(attention), model_patches.block_remat(remat):
+      lowered = jitted.lower(*args)
+    lower_s = time.perf_counter() - start
+    start = time.perf_counter()
+    compiled = lowered.compile()
+    return compiled, (lower_s, time.perf_counter() - start), attention
+  except Exception as e:  # pylint: disable=broad-except
+    if attention == "xla":
+      raise
+    row.setdefault("notes", []).append(
+        f"attention={attention} failed ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
+        "fell back to xla")
+    return _lower_and_compile(jitted, args, "xla", remat, row)
+
+
+def run_case(case: Case, settings: Settings) -> dict[str, Any]:
+  """Compiles and times the train and inference steps of `case`; returns one result row."""
+  spec = case.spec
+  s = settings
+  model = models.VisionTransformer(spec, dtype=DTYPES[s.dtype])
+  tx = make_optimizer()
+  batch = synthetic_batch(s.batch_size, spec.image_size, spec.num_classes, s.seed)
+  device = jax.devices()[0]
+
+  @jax.jit
+  def init(key):
+    params_key, rng = jax.random.split(key)
+    variables = model.init({"params": params_key},
+                           jnp.zeros((1, spec.image_size, spec.image_size, 3)), train=False)
+    params = variables["params"]
+    return {"step": jnp.zeros((), jnp.int32), "rng": rng, "params": params,
+            "batch_stats": variables.get("batch_stats", {}), "opt_state": tx.init(params)}
+
+  state = init(jax.random.key(s.seed))
+  eval_variables = {"params": state["params"]}
+  if state["batch_stats"]:
+    eval_variables["batch_stats"] = state["batch_stats"]
+  # A copy for inference: the train state's buffers are donated to the first train step.
+  eval_variables = jax.tree.map(jnp.copy, eval_variables)
+
+  row: dict[str, Any] = {"case": case.label, "role": case.role, "of": case.of,
+                         "spec": spec.to_dict(), "batch_size": s.batch_size, "dtype": s.dtype,
+                         "attention": s.attention, "remat": s.remat,
+                         "explicit_attention": case.return_attention,
+                         "macs_per_image": case.macs_per_image}
+
+  # ---- train step: lower (trace) and compile timed separately
+  train_step = jax.jit(make_train_step(model, tx, return_attention=case.return_attention),
+                       donate_argnums=(0,))
+  compiled, timings, attention = _lower_and_compile(train_step, (state, batch), s.attention,
+                                                    s.remat, row)
+  row["attention"] = attention
+  row["train_lower_s"], row["train_compile_s"] = timings
+  row.update({f"train_{k}": v for k, v in _memory(compiled).items()})
+
+  for _ in range(s.warmup):
+    state, _ = compiled(state, batch)
+  jax.block_until_ready(state)
+
+  def train_window():
+    nonlocal state
+    loss = None
+    for _ in range(s.steps):
+      state, loss = compiled(state, batch)
+    return state, loss
+
+  windows = _timed_windows(train_window, s.repeats)
+  row["train_window_s"] = windows
+  row["train_step_s"] = statistics.median(windows) / s.steps
+  row["train_images_per_s"] = s.batch_size / row["train_step_s"]
+
+  # ---- inference step
+  eval_step = jax.jit(make_eval_step(model, return_attention=case.return_attention))
+  eval_compiled, timings, _ = _lower_and_compile(eval_step, (eval_variables, batch["images"]),
+                                                 attention, "none", row)
+  row["infer_lower_s"], row["infer_compile_s"] = timings
+  row.update({f"infer_{k}": v for k, v in _memory(eval_compiled).items()})
+  for _ in range(s.warmup):
+    jax.block_until_ready(eval_compiled(eval_variables, batch["images"]))
+
+  def infer_window():
+    out = None
+    for _ in range(s.steps):
+      out = eval_compiled(eval_variables, batch["images"])
+    return out
+
+  windows = _timed_windows(infer_window, s.repeats)
+  row["infer_window_s"] = windows
+  row["infer_step_s"] = statistics.median(windows) / s.steps
+  row["infer_images_per_s"] = s.batch_size / row["infer_step_s"]
+
+  # After timing: one host read of the last loss, a sanity check that the steps really trained.
+  _, last_loss = compiled(state, batch)
+  row["final_loss"] = float(last_loss)
+  row["device_peak_bytes"] = device_peak_bytes(device)
+  return row
