@@ -116,8 +116,8 @@ def affine(image: tf.Tensor, matrix, fill) -> tf.Tensor:
 
   Pixels from outside the image take the RGB colour `fill`. Bilinear interpolation.
   """
-  fill = tf.reshape(tf.cast(fill, tf.float32), [1, 1, 1, 3])
-  shifted = tf.cast(image, tf.float32)[None] - fill  # fill with 0 then shift back: a per-channel fill
+  fill = tf.reshape(tf.cast(fill, tf.float32), [1, 1, 3])
+  shifted = (tf.cast(image, tf.float32) - fill)[None]  # fill with 0 then shift back: a per-channel fill
   matrix = tf.cast(tf.concat([tf.reshape(matrix, [6]), [0.0, 0.0]], axis=0), tf.float32)[None]
   out = tf.raw_ops.ImageProjectiveTransformV3(
       images=shifted, transforms=matrix, output_shape=tf.shape(image)[:2], fill_value=0.0,
