@@ -29,5 +29,3 @@ def test_full_size_parity_with_references():
   print(result.stdout)
   assert result.returncode == 0, result.stdout + result.stderr
   assert result.stdout.count(" OK") == len(models)
-  if len(models) == 2:
-    pytest.skip("timm models passed; set PYCLS_ROOT to also check pycls vit_p_1gf / vit_c_1gf")
