@@ -60,11 +60,23 @@ def _maybe_initialize_distributed():
     logging.info('jax.distributed: process %d of %d', jax.process_index(), jax.process_count())
 
 
+class _QuietLibraries:
+  """Drops INFO lines of orbax (several per checkpoint) from the log; warnings still pass."""
+
+  def filter(self, record):
+    return record.levelno > 20 or '/orbax/' not in record.pathname
+
+
 def main(argv):
+  import logging as std_logging  # pylint: disable=g-import-not-at-top
+  for handler in std_logging.getLogger().handlers:
+    handler.addFilter(_QuietLibraries())
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   _maybe_initialize_distributed()
-  MODES[FLAGS.mode](FLAGS.config, FLAGS.workdir)
+  from vit_jax_stems.train import durations  # pylint: disable=g-import-not-at-top
+  config = durations.prefer_command_line(FLAGS.config, sys.argv)
+  MODES[FLAGS.mode](config, FLAGS.workdir)
 
 
 if __name__ == '__main__':

@@ -19,6 +19,7 @@ Fields (all overridable as --config.a.b=value):
                         epoch), warmup_{epochs|steps|examples}, warmup_factor + min_lr_factor
                         (pycls, relative), warmup_lr + min_lr (timm, absolute).
   ema                   enabled, period (iterations), alpha (pycls OPTIM.EMA_ALPHA).
+  num_devices           use only the first N devices (single process; tests); None = all.
   mesh, sharding_rules  see vit_jax_stems/train/sharding.py.
   log_every_steps, eval_every_{epochs|steps}, checkpoint_every_{epochs|steps},
   keep_checkpoints, async_checkpoints, profile_first_step (None = no profile),
@@ -51,6 +52,7 @@ def base_config():
   c.data = data_config.default_config()
   c.batch_size = 2048
   c.eval_batch_size = 1024
+  c.num_devices = config_dict.placeholder(int)  # None: every device of every process
   c.total_epochs = config_dict.placeholder(float)
   c.total_steps = config_dict.placeholder(int)
   c.total_examples = config_dict.placeholder(int)
@@ -130,7 +132,7 @@ def demo(c, model_name, model_overrides):
   c.dtype = 'float32'
   c.data = data_config.default_config()
   c.batch_size = 128
-  c.eval_batch_size = 500
+  c.eval_batch_size = 200
   c.total_epochs = 15.0
   c.optimizer.update(dict(name='adamw', lr=2e-3, weight_decay=0.05, wd_mask='pycls'))
   c.schedule.update(dict(name='pycls_cosine', per_epoch=False, warmup_epochs=1.0,

@@ -12,7 +12,7 @@ from vit_jax_stems.train import durations, optimizer, sharding
 # The fields a training config may have (see configs/common.py for what each means).
 TOP_LEVEL = {
     'model_name', 'model', 'dtype', 'init_weights', 'seed', 'data', 'batch_size',
-    'eval_batch_size', 'total_steps', 'total_epochs', 'total_examples', 'optimizer', 'schedule',
+    'eval_batch_size', 'num_devices', 'total_steps', 'total_epochs', 'total_examples', 'optimizer', 'schedule',
     'ema', 'mesh', 'sharding_rules', 'log_every_steps', 'eval_every_steps', 'eval_every_epochs',
     'checkpoint_every_steps', 'checkpoint_every_epochs', 'keep_checkpoints',
     'async_checkpoints', 'profile_first_step', 'profile_num_steps',
@@ -41,8 +41,14 @@ def _require(cond, field, msg):
 
 def check(config, *, num_devices=None, num_processes=None, model_names=None, spec_fn=None):
   """Raises ValueError naming the field for any unknown or contradictory setting."""
-  num_devices = jax.device_count() if num_devices is None else num_devices
   num_processes = jax.process_count() if num_processes is None else num_processes
+  if num_devices is None:
+    num_devices = jax.device_count()
+    if config.get('num_devices') is not None:
+      _require(num_processes == 1, 'num_devices', 'only for single-process runs; use None.')
+      _require(1 <= config.num_devices <= num_devices, 'num_devices',
+               f'must be in [1, {num_devices}] (the devices of this machine).')
+      num_devices = config.num_devices
   _unknown(config, TOP_LEVEL, 'config')
   for name, allowed in SUB_FIELDS.items():
     _unknown(config[name], allowed, f'config.{name}')

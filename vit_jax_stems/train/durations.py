@@ -42,3 +42,26 @@ def to_steps(cfg, prefix, *, steps_per_epoch, batch_size, default=None, where='c
 def is_set(cfg, prefix):
   """Whether any of the duration fields `{prefix}_*` is set (not None)."""
   return any(cfg.get(f'{prefix}_{u}') is not None for u in _UNITS)
+
+
+def prefer_command_line(config, argv):
+  """Lets `--config.total_steps=100` replace a config file's `total_epochs=400` (and so on for
+  every duration) instead of being reported as contradictory: for each duration field set on
+  the command line, its sibling units that were not also set there become None."""
+  given = set()
+  for arg in argv:
+    if arg.startswith('--config.'):
+      given.add(arg[len('--config.'):].split('=', 1)[0])
+  for path in given:
+    *parents, leaf = path.split('.')
+    for unit in _UNITS:
+      if leaf.endswith('_' + unit):
+        prefix = leaf[:-len(unit) - 1]
+        node = config
+        for p in parents:
+          node = node[p]
+        for other in _UNITS:
+          sibling = f'{prefix}_{other}'
+          if other != unit and sibling in node and '.'.join(parents + [sibling]) not in given:
+            node[sibling] = None
+  return config

@@ -10,26 +10,10 @@ import time
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from vit_jax_stems import data
 from vit_jax_stems.train import sharding
-
-
-def make_eval_step(model):
-  """eval_step(variables, batch) -> {'top1', 'top5', 'count'} sums over the batch (pure)."""
-
-  def eval_step(variables, batch):
-    logits, _ = model.apply(variables, batch['image'], train=False)
-    logits = logits.astype(jnp.float32)
-    label = batch['label']
-    mask = batch['mask'].astype(jnp.float32)
-    top5 = jax.lax.top_k(logits, min(5, logits.shape[-1]))[1]
-    hit5 = jnp.any(top5 == label[:, None], axis=-1)
-    hit1 = top5[:, 0] == label
-    return {'top1': jnp.sum(hit1 * mask), 'top5': jnp.sum(hit5 * mask), 'count': jnp.sum(mask)}
-
-  return eval_step
+from vit_jax_stems.train import steps
 
 
 class Evaluator:
@@ -40,7 +24,7 @@ class Evaluator:
     self.split = split
     self.batch_size = batch_size
     self.batch_sharding = sharding.batch_sharding(mesh)
-    self._step = jax.jit(make_eval_step(model))
+    self._step = jax.jit(steps.make_eval_step(model))
 
   def __call__(self, variables_by_name):
     """{name: variables} -> {f'{name}_top1', f'{name}_top5'} and 'eval_count'."""
@@ -70,7 +54,7 @@ def run(config, workdir, *, split=None):
 
   split = split or config.data.eval_split
   info = data.get_dataset_info(config.data)
-  mesh = sharding.make_mesh(config.mesh)
+  mesh = sharding.make_mesh(config.mesh, trainer.devices_for(config))
   ckpt = checkpointing.Checkpointer(f'{workdir}/checkpoints', keep=config.keep_checkpoints)
   step = ckpt.latest_step()
   if step is not None:

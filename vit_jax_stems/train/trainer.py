@@ -12,7 +12,6 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 from etils import epath
 
 from vit_jax_stems import data
@@ -20,12 +19,12 @@ from vit_jax_stems import models
 from vit_jax_stems.train import checkpointing
 from vit_jax_stems.train import config_checks
 from vit_jax_stems.train import durations
-from vit_jax_stems.train import ema as ema_lib
 from vit_jax_stems.train import evaluate
 from vit_jax_stems.train import metrics
 from vit_jax_stems.train import optimizer as optimizer_lib
 from vit_jax_stems.train import pretrained
 from vit_jax_stems.train import sharding
+from vit_jax_stems.train import steps
 from vit_jax_stems.train import train_state
 
 
@@ -67,57 +66,6 @@ def make_plan(config, num_train_examples):
       checkpoint_every=durations.to_steps(config, 'checkpoint_every', default=0, **kw) * accum)
 
 
-def make_train_step(model, tx, lr_schedule, plan, ema_cfg):
-  """train_step(state, batch) -> (state, metrics); pure, jitted by the caller."""
-  ema_rate = None
-  if ema_cfg.enabled:
-    ema_rate = ema_lib.ema_rate(alpha=ema_cfg.alpha, batch_size=plan.micro_batch * plan.accum,
-                                total_epochs=plan.total_epochs, period=ema_cfg.period)
-  warmup_epochs = plan.warmup_updates / plan.steps_per_epoch
-
-  def train_step(state, batch):
-    step = state['step']
-    rng = jax.random.fold_in(state['rng'], step)
-
-    def loss_fn(params):
-      variables = {'params': params}
-      if state['batch_stats']:
-        variables['batch_stats'] = state['batch_stats']
-      (logits, _), updates = model.apply(variables, batch['image'], train=True,
-                                         mutable=['batch_stats'], rngs={'dropout': rng})
-      logits = logits.astype(jnp.float32)
-      loss = jnp.mean(optax.softmax_cross_entropy(logits, batch['labels']))
-      return loss, (logits, updates.get('batch_stats', {}))
-
-    (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-        state['params'])
-    updates, opt_state = tx.update(grads, state['opt_state'], state['params'])
-    params = optax.apply_updates(state['params'], updates)
-    new = dict(state, step=step + 1, params=params, batch_stats=batch_stats, opt_state=opt_state)
-
-    opt_step = step // plan.accum  # updates done before this one
-    if ema_rate is not None:
-      updated = ema_lib.update(
-          state['ema'], {'params': params, 'batch_stats': batch_stats}, opt_step=opt_step,
-          steps_per_epoch=plan.steps_per_epoch, warmup_epochs=warmup_epochs, rate=ema_rate,
-          period=ema_cfg.period)
-      applied = (step + 1) % plan.accum == 0  # with accumulation: only on real updates
-      new['ema'] = jax.tree_util.tree_map(
-          lambda u, e: jnp.where(applied, u, e), updated, state['ema'])
-
-    grad_norm = optax.global_norm(grads)
-    out = {
-        'loss': loss,
-        'accuracy': jnp.mean(jnp.argmax(logits, -1) == jnp.argmax(batch['labels'], -1)),
-        'grad_norm': grad_norm,
-        'lr': lr_schedule(opt_step),
-        'finite': jnp.isfinite(loss) & jnp.isfinite(grad_norm),
-    }
-    return new, out
-
-  return train_step
-
-
 def setup(config, info, mesh):
   """Model, optimizer, plan, init fn and the sharded abstract state (shared with eval mode)."""
   model, spec = train_state.build_model(config, info.num_classes)
@@ -132,6 +80,13 @@ def setup(config, info, mesh):
   abstract = jax.eval_shape(init_fn, jax.random.PRNGKey(config.seed))
   shardings = sharding.tree_shardings(abstract, mesh, config.sharding_rules)
   return model, spec, plan, lr_schedule, tx, init_fn, abstract, shardings
+
+
+def devices_for(config):
+  """All devices, or the first `config.num_devices` (single-process tests and debugging)."""
+  if config.get('num_devices') is None:
+    return None
+  return jax.devices()[:config.num_devices]
 
 
 def restore_for_eval(config, info, mesh, ckpt):
@@ -162,7 +117,7 @@ def train_and_evaluate(config, workdir):
                jax.devices()[0].device_kind, jax.process_count())
 
   # ------------------------------------------------------------------ Mesh
-  mesh = sharding.make_mesh(config.mesh)
+  mesh = sharding.make_mesh(config.mesh, devices_for(config))
   batch_sharding = sharding.batch_sharding(mesh)
   replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
 
@@ -175,7 +130,7 @@ def train_and_evaluate(config, workdir):
 
   # ------------------------------------------------------------------ Update step
   train_step = jax.jit(
-      make_train_step(model, tx, lr_schedule, plan, config.ema),
+      steps.make_train_step(model, tx, lr_schedule, plan, config.ema),
       in_shardings=(state_shardings, batch_sharding),
       out_shardings=(state_shardings, replicated),
       donate_argnums=(0,))

@@ -1,0 +1,77 @@
+"""The per-step pure functions: the train step and the eval step (jitted by their callers).
+
+This module imports neither TensorFlow nor the input pipeline, so the step can be built and
+tested on an image without TensorFlow.
+"""
+import jax
+import jax.numpy as jnp
+import optax
+
+from vit_jax_stems.train import ema as ema_lib
+
+
+def make_train_step(model, tx, lr_schedule, plan, ema_cfg):
+  """train_step(state, batch) -> (state, metrics); pure, jitted by the caller."""
+  ema_rate = None
+  if ema_cfg.enabled:
+    ema_rate = ema_lib.ema_rate(alpha=ema_cfg.alpha, batch_size=plan.micro_batch * plan.accum,
+                                total_epochs=plan.total_epochs, period=ema_cfg.period)
+  warmup_epochs = plan.warmup_updates / plan.steps_per_epoch
+
+  def train_step(state, batch):
+    step = state['step']
+    rng = jax.random.fold_in(state['rng'], step)
+
+    def loss_fn(params):
+      variables = {'params': params}
+      if state['batch_stats']:
+        variables['batch_stats'] = state['batch_stats']
+      (logits, _), updates = model.apply(variables, batch['image'], train=True,
+                                         mutable=['batch_stats'], rngs={'dropout': rng})
+      logits = logits.astype(jnp.float32)
+      loss = jnp.mean(optax.softmax_cross_entropy(logits, batch['labels']))
+      return loss, (logits, updates.get('batch_stats', {}))
+
+    (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+        state['params'])
+    updates, opt_state = tx.update(grads, state['opt_state'], state['params'])
+    params = optax.apply_updates(state['params'], updates)
+    new = dict(state, step=step + 1, params=params, batch_stats=batch_stats, opt_state=opt_state)
+
+    opt_step = step // plan.accum  # updates done before this one
+    if ema_rate is not None:
+      updated = ema_lib.update(
+          state['ema'], {'params': params, 'batch_stats': batch_stats}, opt_step=opt_step,
+          steps_per_epoch=plan.steps_per_epoch, warmup_epochs=warmup_epochs, rate=ema_rate,
+          period=ema_cfg.period)
+      applied = (step + 1) % plan.accum == 0  # with accumulation: only on real updates
+      new['ema'] = jax.tree_util.tree_map(
+          lambda u, e: jnp.where(applied, u, e), updated, state['ema'])
+
+    grad_norm = optax.global_norm(grads)
+    out = {
+        'loss': loss,
+        'accuracy': jnp.mean(jnp.argmax(logits, -1) == jnp.argmax(batch['labels'], -1)),
+        'grad_norm': grad_norm,
+        'lr': lr_schedule(opt_step),
+        'finite': jnp.isfinite(loss) & jnp.isfinite(grad_norm),
+    }
+    return new, out
+
+  return train_step
+
+
+def make_eval_step(model):
+  """eval_step(variables, batch) -> {'top1', 'top5', 'count'} sums over the batch (pure)."""
+
+  def eval_step(variables, batch):
+    logits, _ = model.apply(variables, batch['image'], train=False)
+    logits = logits.astype(jnp.float32)
+    label = batch['label']
+    mask = batch['mask'].astype(jnp.float32)
+    top5 = jax.lax.top_k(logits, min(5, logits.shape[-1]))[1]
+    hit5 = jnp.any(top5 == label[:, None], axis=-1)
+    hit1 = top5[:, 0] == label
+    return {'top1': jnp.sum(hit1 * mask), 'top5': jnp.sum(hit5 * mask), 'count': jnp.sum(mask)}
+
+  return eval_step
