@@ -84,6 +84,11 @@ def patch_size_px(image_size: int | tuple[int, int], grid: tuple[int, int]) -> t
   return h / grid[0], w / grid[1]
 
 
+def _xp(x):
+  """jax.numpy for JAX arrays and tracers (inside jit), numpy otherwise (fast on the host)."""
+  return jnp if isinstance(x, jax.Array) else np
+
+
 # ----------------------------------------------------------------------------- class token
 def split_class_token(weights, num_patches: int):
   """(patch-to-patch weights renormalised, class-token mass per patch query or None).
@@ -98,46 +103,52 @@ def split_class_token(weights, num_patches: int):
   if length != num_patches + 1:
     raise ValueError(f"Attention over {length} tokens for a grid of {num_patches} patches: "
                      "expected N (GPSA blocks) or N + 1 (class token at index 0).")
+  xp = _xp(weights)
   class_mass = weights[..., 1:, 0]
-  patch = weights[..., 1:, 1:] / jnp.maximum(1.0 - class_mass, _MIN_PATCH_MASS)[..., None]
+  patch = weights[..., 1:, 1:] / xp.maximum(1.0 - class_mass, _MIN_PATCH_MASS)[..., None]
   return patch, class_mass
 
 
 # ----------------------------------------------------------------------------- measures
 def nonlocality(patch_weights, grid: tuple[int, int], query_mask=None):
   """P2 Eq. 8 per leading index: (1/N) sum_ij A_ij ||delta_ij||, in patches. (..., N, N) -> (...)."""
-  dist = jnp.linalg.norm(jnp.asarray(patch_offsets(grid)), axis=-1)
-  return _query_mean(jnp.sum(patch_weights * dist, axis=-1), query_mask)
+  xp = _xp(patch_weights)
+  dist = np.linalg.norm(patch_offsets(grid), axis=-1)
+  return _query_mean(xp.sum(patch_weights * dist, axis=-1), query_mask)
 
 
 def attention_distance_px(patch_weights, grid: tuple[int, int],
                           patch_px: tuple[float, float], query_mask=None):
   """Mean attention distance in pixels (ViT paper): distances between patch centres, weighted."""
+  xp = _xp(patch_weights)
   offsets = patch_offsets(grid) * np.array([patch_px[1], patch_px[0]], np.float32)
-  dist = jnp.linalg.norm(jnp.asarray(offsets), axis=-1)
-  return _query_mean(jnp.sum(patch_weights * dist, axis=-1), query_mask)
+  dist = np.linalg.norm(offsets, axis=-1)
+  return _query_mean(xp.sum(patch_weights * dist, axis=-1), query_mask)
 
 
 def attention_centre(patch_weights, grid: tuple[int, int], query_mask=None):
   """Attention-weighted mean offset (dx, dy) in patches, averaged over queries. (..., 2)."""
-  per_query = jnp.einsum("...ij,ijc->...ic", patch_weights, jnp.asarray(patch_offsets(grid)))
-  return _query_mean(jnp.moveaxis(per_query, -1, -2), query_mask)
+  xp = _xp(patch_weights)
+  per_query = xp.einsum("...ij,ijc->...ic", patch_weights, patch_offsets(grid))
+  return _query_mean(xp.moveaxis(per_query, -1, -2), query_mask)
 
 
 def attention_span(patch_weights, grid: tuple[int, int], query_mask=None):
   """sqrt(mean_i sum_j A_ij ||delta_ij - mu_i||^2), mu_i the query's weighted mean offset."""
-  offsets = jnp.asarray(patch_offsets(grid))
-  mean = jnp.einsum("...ij,ijc->...ic", patch_weights, offsets)
-  second = jnp.sum(patch_weights * jnp.sum(offsets * offsets, axis=-1), axis=-1)
-  variance = jnp.maximum(second - jnp.sum(mean * mean, axis=-1), 0.0)
-  return jnp.sqrt(_query_mean(variance, query_mask))
+  xp = _xp(patch_weights)
+  offsets = patch_offsets(grid)
+  mean = xp.einsum("...ij,ijc->...ic", patch_weights, offsets)
+  second = xp.sum(patch_weights * np.sum(offsets * offsets, axis=-1), axis=-1)
+  variance = xp.maximum(second - xp.sum(mean * mean, axis=-1), 0.0)
+  return xp.sqrt(_query_mean(variance, query_mask))
 
 
 def _query_mean(per_query, query_mask):
+  xp = _xp(per_query)
   if query_mask is None:
-    return jnp.mean(per_query, axis=-1)
-  mask = jnp.asarray(query_mask, per_query.dtype)
-  return jnp.sum(per_query * mask, axis=-1) / jnp.sum(mask)
+    return xp.mean(per_query, axis=-1)
+  mask = np.asarray(query_mask, np.float32)
+  return xp.sum(per_query * mask, axis=-1) / mask.sum()
 
 
 def gpsa_closed_form(pos_proj: dict) -> dict[str, np.ndarray]:
@@ -178,32 +189,29 @@ def _attn_params(variables, layer: int) -> dict:
 # ----------------------------------------------------------------------------- forward passes
 @functools.lru_cache(maxsize=16)
 def _jitted_forward(model):
+  """jit(variables, images) -> (logits, out) with attention; one compile per model and shape."""
   return jax.jit(lambda v, x: model.apply(v, x, train=False, return_attention=True))
 
 
-def attention_weights(model, variables, images) -> dict[str, jax.Array]:
-  """{'encoder/blockNN': (B, H, L, L)} softmax weights of one forward from each block's input."""
+def forward(model, variables, images) -> dict[str, np.ndarray]:
+  """The `out` dict of one forward with return_attention=True, on the host: 'stem', each
+  block's input 'encoder/blockNN' and its attention 'encoder/blockNN/attention' (B, H, L, L)."""
   _, out = _jitted_forward(model)(variables, jnp.asarray(images, jnp.float32))
+  return jax.device_get(out)
+
+
+def attention_weights(model, variables, images) -> dict[str, np.ndarray]:
+  """{'encoder/blockNN': (B, H, L, L)} softmax weights of one forward from each block's input."""
+  out = forward(model, variables, images)
   return {name: out[f"{name}/attention"] for name in layer_names(model.spec)}
 
 
-@functools.lru_cache(maxsize=16)
-def _jitted_per_image(model, grid, patch_px):
-  """jit(variables, images) -> per layer {nonlocality, distance_px, class_token_mass} (B, H)."""
-
-  def per_image(variables, images):
-    _, out = model.apply(variables, images, train=False, return_attention=True)
-    result = {}
-    for name in layer_names(model.spec):
-      patch, class_mass = split_class_token(out[f"{name}/attention"], grid[0] * grid[1])
-      result[name] = {
-          "nonlocality": nonlocality(patch, grid),
+def _per_image(weights: np.ndarray, grid, patch_px) -> dict[str, np.ndarray | None]:
+  """(B, H, L, L) -> {nonlocality, attention_distance_px, class_token_mass}, each (B, H)."""
+  patch, class_mass = split_class_token(np.asarray(weights, np.float64), grid[0] * grid[1])
+  return {"nonlocality": nonlocality(patch, grid),
           "attention_distance_px": attention_distance_px(patch, grid, patch_px),
-          "class_token_mass": None if class_mass is None else jnp.mean(class_mass, axis=-1),
-      }
-    return result
-
-  return jax.jit(per_image)
+          "class_token_mass": None if class_mass is None else class_mass.mean(axis=-1)}
 
 
 def _check_images(model, images) -> np.ndarray:
@@ -215,7 +223,7 @@ def _check_images(model, images) -> np.ndarray:
   return images
 
 
-def measure(model, variables, images, *, batch_size: int = 32,
+def measure(model, variables, images, *, batch_size: int = 16,
             margin: int | None = None) -> dict[str, Any]:
   """Every locality measure of `model` with `variables` on `images` (NHWC, normalised).
 
@@ -232,12 +240,18 @@ def measure(model, variables, images, *, batch_size: int = 32,
   grid = grid_of(model, variables)
   patch_px = patch_size_px(spec.image_size, grid)
   margin = default_margin(grid) if margin is None else int(margin)
-  fn = _jitted_per_image(model, grid, patch_px)
 
+  # Every chunk has the same shape (the last one padded, its padding dropped): one compile.
+  batch_size = min(batch_size, len(images))
   sums: dict[str, dict[str, np.ndarray | None]] = {}
   for start in range(0, len(images), batch_size):
-    chunk = jax.device_get(fn(variables, images[start:start + batch_size]))
-    for name, values in chunk.items():
+    chunk = images[start:start + batch_size]
+    real = len(chunk)
+    if real < batch_size:
+      chunk = np.concatenate([chunk, np.zeros((batch_size - real,) + chunk.shape[1:], chunk.dtype)])
+    weights = attention_weights(model, variables, chunk)
+    for name, layer_weights in weights.items():
+      values = _per_image(layer_weights[:real], grid, patch_px)
       acc = sums.setdefault(name, {k: None for k in values})
       for key, value in values.items():
         if value is not None:
@@ -262,6 +276,11 @@ def measure(model, variables, images, *, batch_size: int = 32,
           "class_token": CLASS_TOKEN_NOTE, "layers": layers}
 
 
+@functools.lru_cache(maxsize=16)
+def _jitted_positional(grid):
+  return jax.jit(lambda pos_proj: attention_lib.positional_attention(pos_proj, grid))
+
+
 def gpsa_measures(attn_params: dict, grid: tuple[int, int], margin: int,
                   nonlocality_total: np.ndarray | None = None) -> dict[str, Any]:
   """Gate and positional-attention measures of one GPSA layer, from its parameters.
@@ -269,8 +288,8 @@ def gpsa_measures(attn_params: dict, grid: tuple[int, int], margin: int,
   `nonlocality_total`: the measured nonlocality of the gated mix A, per head; with it the
   content part's nonlocality follows from D(A) = (1 - g) D(C) + g D(P) (NaN where g ~ 1).
   """
-  gate = np.asarray(jax.nn.sigmoid(attn_params["gating_param"]), np.float64)
-  positional = attention_lib.positional_attention(attn_params["pos_proj"], grid)
+  gate = 1.0 / (1.0 + np.exp(-np.asarray(attn_params["gating_param"], np.float64)))
+  positional = np.asarray(_jitted_positional(grid)(attn_params["pos_proj"]), np.float64)
   mask = interior_queries(grid, margin)
   d_pos = np.asarray(nonlocality(positional, grid), np.float64)
   closed = gpsa_closed_form(attn_params["pos_proj"])
