@@ -13,7 +13,7 @@ import numpy as np
 
 from vit_jax_stems import models
 from vit_jax_stems.bench import model_patches
-from vit_jax_stems.bench.jax_bench import DTYPES
+from vit_jax_stems.bench.jax_bench import DTYPES, bench_key
 from vit_jax_stems.models.spec import ModelSpec
 
 
@@ -25,21 +25,26 @@ def compare_paths(spec: ModelSpec, *, dtype: str = "float32", batch_size: int = 
   sigmoid(1)): small noise on every parameter, so that no term can hide behind a symmetric init.
   """
   model = models.VisionTransformer(spec, dtype=DTYPES[dtype])
-  key_init, key_noise, key_images = jax.random.split(jax.random.key(seed), 3)
-  images = jax.random.normal(key_images, (batch_size, spec.image_size, spec.image_size, 3))
-  variables = model.init({"params": key_init}, images, train=False)
-  leaves, treedef = jax.tree.flatten(variables["params"])
-  keys = jax.random.split(key_noise, len(leaves))
-  noisy = [p + 0.05 * jax.random.normal(k, p.shape, p.dtype) for p, k in zip(leaves, keys)]
-  variables = {**variables, "params": jax.tree.unflatten(treedef, noisy)}
 
-  def forward(explicit):
+  @jax.jit
+  def perturbed_variables_and_images(key):
+    key_init, key_noise, key_images = jax.random.split(key, 3)
+    images = jax.random.normal(key_images, (batch_size, spec.image_size, spec.image_size, 3))
+    variables = model.init({"params": key_init}, images, train=False)
+    leaves, treedef = jax.tree.flatten(variables["params"])
+    keys = jax.random.split(key_noise, len(leaves))
+    noisy = [p + 0.05 * jax.random.normal(k, p.shape, p.dtype) for p, k in zip(leaves, keys)]
+    return {**variables, "params": jax.tree.unflatten(treedef, noisy)}, images
+
+  variables, images = perturbed_variables_and_images(bench_key(seed))
+
+  def forward(variables, images, explicit):
     logits, out = model.apply(variables, images, train=False, return_attention=explicit)
     return logits, out["pre_logits"].astype(jnp.float32)
 
   with model_patches.attention_implementation(attention):
-    fast = jax.jit(lambda: forward(False))()
-  explicit = jax.jit(lambda: forward(True))()
+    fast = jax.jit(forward, static_argnums=2)(variables, images, False)
+  explicit = jax.jit(forward, static_argnums=2)(variables, images, True)
   logits_diff = float(np.max(np.abs(np.asarray(fast[0]) - np.asarray(explicit[0]))))
   pre_diff = float(np.max(np.abs(np.asarray(fast[1]) - np.asarray(explicit[1]))))
   scale = float(np.max(np.abs(np.asarray(explicit[0]))))

@@ -188,7 +188,7 @@ def run_peer(spec: dict, *, batch_size: int, steps: int, repeats: int, warmup: i
   train_windows = windows(lambda: train_step(runner))
   train_step_s = statistics.median(train_windows) / steps
   peak = torch.cuda.max_memory_allocated() if device == "cuda" else None
-  final_loss = float(train_step(runner))
+  final_loss = float(train_step(runner).detach())
 
   runner.eval()
   def infer():
