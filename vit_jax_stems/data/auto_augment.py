@@ -114,11 +114,14 @@ def auto_augment(image: tf.Tensor, seed: tf.Tensor, fill=(128, 128, 128)) -> tf.
   op_table = tf.constant([[names.index(op) for op, _, _ in sub] for sub in AUTOAUGMENT_V0], tf.int32)
   prob_table = tf.constant([[p for _, p, _ in sub] for sub in AUTOAUGMENT_V0], tf.float32)
   level_table = tf.constant([[m for _, _, m in sub] for sub in AUTOAUGMENT_V0], tf.float32)
-  choice_seed, *op_seeds = tf.unstack(tf.random.experimental.stateless_split(seed, 3))
+  choice_seed, slots_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
   sub = tf.random.stateless_uniform([], choice_seed, 0, len(AUTOAUGMENT_V0), dtype=tf.int32)
-  for slot in range(2):
-    image = _apply_one_of(image, names, op_table[sub, slot], level_table[sub, slot],
-                          prob_table[sub, slot], op_seeds[slot], fill, posterize_min=1)
+
+  def slot(i, image):  # a loop, not two copies, so the op branches are built (and optimised) once
+    op_seed = tf.random.experimental.stateless_fold_in(slots_seed, i)
+    return i + 1, _apply_one_of(image, names, op_table[sub, i], level_table[sub, i], prob_table[sub, i],
+                                op_seed, fill, posterize_min=1)
+  _, image = tf.while_loop(lambda i, _: i < 2, slot, [tf.constant(0), image])
   return image
 
 
@@ -156,7 +159,9 @@ def parse_randaugment(config_str: str) -> RandAugmentSpec:
 def rand_augment(image: tf.Tensor, seed: tf.Tensor, spec: RandAugmentSpec, fill=(128, 128, 128)):
   """timm RandAugment: `num_layers` ops drawn uniformly with replacement, each applied with `prob`."""
   names = RANDAUGMENT_INCREASING_OPS if spec.increasing else RANDAUGMENT_OPS
-  for layer_seed in tf.unstack(tf.random.experimental.stateless_split(seed, spec.num_layers)):
+
+  def layer(i, image):  # a loop, not num_layers copies, so the op branches are built once
+    layer_seed = tf.random.experimental.stateless_fold_in(seed, i)
     choice_seed, magnitude_seed, op_seed = tf.unstack(tf.random.experimental.stateless_split(layer_seed, 3))
     op_index = tf.random.stateless_uniform([], choice_seed, 0, len(names), dtype=tf.int32)
     magnitude = tf.constant(spec.magnitude, tf.float32)
@@ -166,5 +171,6 @@ def rand_augment(image: tf.Tensor, seed: tf.Tensor, spec: RandAugmentSpec, fill=
       magnitude += spec.magnitude_std * tf.random.stateless_normal([], magnitude_seed)
     magnitude = tf.clip_by_value(magnitude, 0.0, spec.magnitude_max)
     # timm's posterize (no minimum) so that 'inc1' at m=10 can reach 0 bits as in timm.
-    image = _apply_one_of(image, names, op_index, magnitude / 10.0, spec.prob, op_seed, fill, 0)
+    return i + 1, _apply_one_of(image, names, op_index, magnitude / 10.0, spec.prob, op_seed, fill, 0)
+  _, image = tf.while_loop(lambda i, _: i < spec.num_layers, layer, [tf.constant(0), image])
   return image
