@@ -30,3 +30,29 @@ def tiny_config(family='vitc', *, steps=4, image_size=16):
   c.ema.alpha = 0.05
   c.async_checkpoints = True
   return c
+
+
+def equivalence_config(mesh, num_devices=None):
+  """vitc tiny (conv stem with BatchNorm, EMA every step) for the 1 / 8 / 2x4 device runs."""
+  c = tiny_config('vitc', steps=3)
+  c.mesh = mesh
+  c.num_devices = num_devices
+  c.log_every_steps = 1
+  c.checkpoint_every_steps = 3
+  c.ema.period = 1
+  c.eval_batch_size = 40
+  c.optimizer.grad_clip_norm = 1.0
+  return c
+
+
+def checkpoint_state(workdir, step=None):
+  """The saved train state of `workdir` as numpy arrays (no restore target needed)."""
+  import jax
+  import orbax.checkpoint as ocp
+  from etils import epath
+  directory = epath.Path(workdir) / 'checkpoints'
+  mngr = ocp.CheckpointManager(directory)
+  step = mngr.latest_step() if step is None else step
+  state = ocp.StandardCheckpointer().restore(directory / str(step) / 'default')
+  mngr.close()
+  return jax.tree_util.tree_map(lambda x: __import__('numpy').asarray(x), state)
