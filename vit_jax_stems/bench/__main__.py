@@ -40,6 +40,8 @@ def parse_args(argv):
                  help="dot_product_attention implementation; auto = cudnn on GPU in bfloat16.")
   p.add_argument("--remat", choices=("none", "block", "block_dots"), default="none",
                  help="Rematerialise each encoder block in the backward pass.")
+  p.add_argument("--no-donate", action="store_true",
+                 help="Do not donate the train state to the step (to measure what donation buys).")
   p.add_argument("--twins", action="store_true",
                  help="Add the equal-GF patchify twin of each conv-stem model (ViT_C vs ViT_P).")
   p.add_argument("--gpsa-study", action="store_true",
@@ -101,7 +103,8 @@ def main(argv=None) -> dict:
   peak_tflops, peak_source = peaks.peak_for(device.device_kind, args.dtype, args.peak_tflops)
   settings = jax_bench.Settings(batch_size=args.batch_size, steps=args.steps,
                                 repeats=args.repeats, warmup=args.warmup, dtype=args.dtype,
-                                attention=attention, remat=args.remat)
+                                attention=attention, remat=args.remat,
+                                donate=not args.no_donate)
   rows, gpsa_outputs = [], []
   for case in cases:
     print(f"{case.label} ...", flush=True)
@@ -123,7 +126,7 @@ def main(argv=None) -> dict:
       "peak": {"tflops": peak_tflops, "dtype": args.dtype, "source": peak_source},
       "settings": {"batch_size": args.batch_size, "steps": args.steps, "repeats": args.repeats,
                    "warmup": args.warmup, "dtype": args.dtype, "attention": attention,
-                   "remat": args.remat, "peer": args.peer,
+                   "remat": args.remat, "donate": not args.no_donate, "peer": args.peer,
                    "peer_compile": not args.peer_no_compile, "overrides": overrides},
       "cases": rows,
       "peers": peer_of,

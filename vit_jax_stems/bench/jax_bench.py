@@ -47,6 +47,7 @@ class Settings:
   dtype: str = "float32"
   attention: str = "xla"  # resolved: 'xla' | 'cudnn'
   remat: str = "none"
+  donate: bool = True
   seed: int = 0
 
 
@@ -180,13 +181,13 @@ def run_case(case: Case, settings: Settings) -> dict[str, Any]:
 
   row: dict[str, Any] = {"case": case.label, "role": case.role, "of": case.of,
                          "spec": spec.to_dict(), "batch_size": s.batch_size, "dtype": s.dtype,
-                         "attention": s.attention, "remat": s.remat,
+                         "attention": s.attention, "remat": s.remat, "donate": s.donate,
                          "explicit_attention": case.return_attention,
                          "macs_per_image": case.macs_per_image}
 
   # ---- train step: lower (trace) and compile timed separately
   train_step = jax.jit(make_train_step(model, tx, return_attention=case.return_attention),
-                       donate_argnums=(0,))
+                       donate_argnums=(0,) if s.donate else ())
   compiled, timings, attention = _lower_and_compile(train_step, (state, batch), s.attention,
                                                     s.remat, row)
   row["attention"] = attention

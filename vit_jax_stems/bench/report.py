@@ -68,7 +68,8 @@ def table(doc: dict) -> str:
       f"device: {doc['device']['device_kind']} ({doc['device']['platform']}), "
       f"dtype {doc['settings']['dtype']}, batch {doc['settings']['batch_size']}, "
       f"{doc['settings']['repeats']} windows x {doc['settings']['steps']} steps "
-      f"(+{doc['settings']['warmup']} warmup), remat {doc['settings']['remat']}",
+      f"(+{doc['settings']['warmup']} warmup), remat {doc['settings']['remat']}, "
+      f"donate {doc['settings'].get('donate', True)}",
       f"peak assumed: {_fmt(peak['tflops'], 'g')} TFLOP/s ({peak['source']})",
       "MFU = 6 x pycls MACs/image x batch / step time / peak (SPEC section 4)",
   ]
