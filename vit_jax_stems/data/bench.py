@@ -32,14 +32,17 @@ def cores() -> int:
   return len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count()
 
 
-def time_batches(iterator, num_batches: int, warmup: int = 2) -> float:
-  """Images/s over num_batches batches after `warmup` batches (tracing, buffers filling)."""
+def time_batches(iterator, num_batches: int, warmup: int = 2) -> tuple[float, float]:
+  """(images per wall second, images per CPU second of this process) after `warmup` batches.
+
+  CPU seconds (all threads) measure the cost per core even when other jobs share the cores.
+  """
   for _ in range(warmup):
     next(iterator)
-  start, images = time.perf_counter(), 0
+  start, cpu_start, images = time.perf_counter(), time.process_time(), 0
   for _ in range(num_batches):
     images += len(next(iterator)['image'])
-  return images / (time.perf_counter() - start)
+  return images / (time.perf_counter() - start), images / (time.process_time() - cpu_start)
 
 
 def main(argv):
@@ -64,17 +67,14 @@ def main(argv):
   print(f'cores available: {n_cores}; load average before: {os.getloadavg()} (shared machine: lower bound)')
 
   train = data.make_train_iterator(config, global_batch_size=_BATCH.value, seed=0, process_index=0, process_count=1)
-  train_rate = time_batches(train, _TRAIN_BATCHES.value)
-  eval_rates = []
-  for _ in range(2):
-    ev = data.make_eval_iterator(config, global_batch_size=_BATCH.value, process_index=0, process_count=1)
-    eval_rates.append(time_batches(ev, len(ev) - 1, warmup=1))
-  eval_rate = max(eval_rates)
+  train_rates = time_batches(train, _TRAIN_BATCHES.value)
+  ev = data.make_eval_iterator(config, global_batch_size=_BATCH.value, process_index=0, process_count=1)
+  eval_rates = time_batches(ev, len(ev) - 1, warmup=1)
   print(f'load average after: {os.getloadavg()}')
-  for name, rate in (('train', train_rate), ('eval', eval_rate)):
-    per_core = rate / n_cores
-    print(f'{name}: {rate:8.1f} images/s = {per_core:7.1f} images/s per core; '
-          f'{int(np.ceil(_DEVICE_RATE.value / per_core))} cores to feed {_DEVICE_RATE.value:.0f} images/s')
+  for name, (rate, per_cpu_second) in (('train', train_rates), ('eval', eval_rates)):
+    print(f'{name}: {rate:8.1f} images/s wall on {n_cores} cores = {rate / n_cores:7.1f} images/s per core (wall); '
+          f'{per_cpu_second:7.1f} images per CPU-second; '
+          f'{int(np.ceil(_DEVICE_RATE.value / per_cpu_second))} cores to feed {_DEVICE_RATE.value:.0f} images/s')
 
 
 if __name__ == '__main__':
