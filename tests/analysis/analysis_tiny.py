@@ -11,6 +11,7 @@ if ROOT not in sys.path:
 
 from vit_jax_stems import models  # noqa: E402
 from vit_jax_stems.analysis import locality  # noqa: E402
+from vit_jax_stems.analysis import sources  # noqa: E402
 
 # 16x16 images with 4-pixel patches: a 4x4 grid (32x32 for ConViT: an 8x8 grid, so GPSA's
 # centres have interior queries).
@@ -30,10 +31,7 @@ def tiny_model(name):
   """(model, variables) of a freshly initialised tiny model; jitted init (fast to compile)."""
   arch, overrides = TINY[name]
   model = models.create_model(arch, **overrides)
-  size = model.spec.image_size
-  variables = jax.jit(lambda k: model.init({"params": k}, np.zeros((1, size, size, 3), np.float32),
-                                           train=False))(jax.random.PRNGKey(0))
-  return model, variables
+  return model, sources.fresh_variables(model, jax.random.PRNGKey(0))
 
 
 def forward_out(name, images, chunk=None):

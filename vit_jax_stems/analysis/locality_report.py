@@ -27,6 +27,7 @@ Writes to the workdir (or --out_dir):
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -34,15 +35,12 @@ import time
 from typing import Any, Sequence
 
 import matplotlib
+import matplotlib.pyplot as plt
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from vit_jax_stems.analysis import images as images_lib  # noqa: E402
-from vit_jax_stems.analysis import locality  # noqa: E402
-from vit_jax_stems.analysis import plots  # noqa: E402
-from vit_jax_stems.analysis import sources  # noqa: E402
+from vit_jax_stems.analysis import images as images_lib
+from vit_jax_stems.analysis import locality
+from vit_jax_stems.analysis import plots
+from vit_jax_stems.analysis import sources
 
 LOCALITY_JSON = "locality.json"
 
@@ -84,16 +82,108 @@ def load_images(model, config=None, *, num_images: int = 64, image_path: str | N
   return measured, shown
 
 
+@dataclasses.dataclass
+class Analysis:
+  """Everything the report and the notebook show for one source."""
+
+  run: sources.Run
+  source: str
+  images: images_lib.Images       # what the measures average over
+  shown: images_lib.Images        # the image of the attention maps
+  measures: dict
+  maps: dict                      # locality.query_attention_maps of `shown`
+  history: list = dataclasses.field(default_factory=list)  # [{'step', 'label', 'measures'}]
+
+  @property
+  def title(self) -> str:
+    spec = self.run.model.spec
+    return f"{spec.family} {spec.stem} stem - {self.run.label}"
+
+
+def open_source(entry, *, config=None, which: str = "params", history: bool = True):
+  """(Run, run config or None, [earlier Runs]) of one source.
+
+  `entry`: a trainer workdir (checkpoints/ + config.json: the latest step, and with `history`
+  the re-created init and every earlier kept step), a converted weights directory (model.json),
+  or {'arch': name, 'overrides': {...}, 'seed': 0} for a fresh init.
+  """
+  if isinstance(entry, dict):
+    if "arch" not in entry:
+      raise ValueError(f"A dict source needs 'arch' (and optional 'overrides', 'seed'): {entry}.")
+    run = sources.from_arch(entry["arch"], seed=int(entry.get("seed", 0)),
+                            **dict(entry.get("overrides") or {}))
+    return run, None, []
+  path = str(entry)
+  if os.path.isfile(os.path.join(path, "model.json")):
+    return sources.from_weights(path), None, []
+  steps = sources.checkpoint_steps(path)
+  if not steps:
+    raise FileNotFoundError(
+        f"{path!r} is neither a weights directory (model.json) nor a run with checkpoints "
+        f"({sources.CHECKPOINTS_DIR}/<step>): train first (python main.py --config ... "
+        "--workdir ...), or convert weights, or use {'arch': NAME} for a fresh init.")
+  config = sources.read_run_config(path) if config is None else config
+  run = sources.from_checkpoint(path, steps[-1], config=config, which=which)
+  earlier = []
+  if history:
+    earlier = [sources.init_of_run(config, run.model.spec.num_classes)] + [
+        sources.from_checkpoint(path, s, config=config, which=which) for s in steps[:-1]]
+  return run, config, earlier
+
+
+def analyse(entry, *, config=None, which: str = "params", history: bool = True,
+            num_images: int = 64, image_path: str | None = None,
+            queries: Sequence[tuple[int, int]] | None = None, batch_size: int = 16) -> Analysis:
+  """Measures one source (see `open_source`) on its eval images; maps of `image_path` or of the
+  first eval image."""
+  run, run_config, earlier = open_source(entry, config=config, which=which, history=history)
+  source = (f"fresh init of {entry['arch']}" if isinstance(entry, dict)
+            else f"{run.label} of {entry}")
+  measured, shown = load_images(run.model, run_config, num_images=num_images,
+                                image_path=image_path)
+  logging.info("Measuring %s on %s", source, measured.source)
+  measures = locality.measure(run.model, run.variables, measured.model_input,
+                              batch_size=batch_size)
+  entries = []
+  if earlier:
+    entries = [{"step": past.step, "label": past.label, "measures": locality.measure(
+        past.model, past.variables, measured.model_input, batch_size=batch_size)}
+               for past in earlier]
+    entries.append({"step": run.step, "label": run.label, "measures": measures})
+  grid = tuple(measures["grid"])
+  queries = [tuple(q) for q in (queries or default_queries(grid))]
+  maps = locality.query_attention_maps(run.model, run.variables, shown.model_input[0], queries)
+  return Analysis(run, source, measured, shown, measures, maps, entries)
+
+
+def figures_of(analysis: Analysis) -> dict[str, "plt.Figure"]:
+  """{file name: figure} of one analysis (see the module doc)."""
+  figures = {"nonlocality.png": plots.plot_nonlocality({analysis.title: analysis.measures})}
+  gates = plots.plot_gates({analysis.title: analysis.measures})
+  if gates is not None:
+    figures["gates.png"] = gates
+  shown_name = os.path.basename(analysis.shown.source)
+  for q, (r, c) in enumerate(analysis.maps["queries"]):
+    figures[f"attention_maps_r{r}_c{c}.png"] = plots.plot_attention_maps(
+        analysis.maps, analysis.shown.display[0], query=q,
+        title=f"{analysis.title}; {shown_name}")
+  if analysis.history:
+    figures["locality_over_training.png"] = plots.plot_training(analysis.history,
+                                                                title=analysis.title)
+  return figures
+
+
 def run_locality(config, workdir: str, *, weights_dir: str | None = None,
                  arch: str | None = None, arch_overrides: dict | None = None,
                  image_path: str | None = None, num_images: int = 64, which: str = "params",
                  queries: Sequence[tuple[int, int]] | None = None, out_dir: str | None = None,
-                 history: bool = True, batch_size: int = 32) -> dict[str, Any]:
+                 history: bool = True, batch_size: int = 16) -> dict[str, Any]:
   """Measures one model and writes locality.json and the figures; returns {'json', 'figures',
-  'measures'}.
+  'measures'}. The entry point of `main.py --mode locality`.
 
-  config: the run's ConfigDict (main.py --mode locality) or None (read WORKDIR/config.json when
-    analysing checkpoints; unused for --weights / --arch unless it has a data section).
+  config: the run's ConfigDict (main.py passes its --config) or None (then WORKDIR/config.json
+    is read when analysing checkpoints). Its model_name/model/data.image_size rebuild the model
+    and its data section gives the eval images. Unused with weights_dir / arch.
   workdir: the run directory; outputs go there unless `out_dir` is given.
   weights_dir / arch (+ arch_overrides, e.g. {'image_size': 32, 'num_classes': 10}): analyse
     converted weights or a fresh init instead of the workdir's checkpoints.
@@ -103,61 +193,24 @@ def run_locality(config, workdir: str, *, weights_dir: str | None = None,
   t0 = time.time()
   out_dir = out_dir or workdir
   os.makedirs(out_dir, exist_ok=True)
-  history_runs = []
+  if weights_dir and arch:
+    raise ValueError("Pass weights_dir or arch, not both.")
   if weights_dir:
-    run = sources.from_weights(weights_dir)
-    source = f"converted weights {weights_dir}"
+    entry, config = weights_dir, None
   elif arch:
-    run = sources.from_arch(arch, **dict(arch_overrides or {}))
-    source = f"fresh init of {arch} {json.dumps(arch_overrides or {}, sort_keys=True)}"
+    entry, config = {"arch": arch, "overrides": dict(arch_overrides or {})}, None
   else:
-    config = sources.read_run_config(workdir) if config is None else config
-    steps = sources.checkpoint_steps(workdir)
-    if not steps:
-      raise FileNotFoundError(
-          f"No checkpoints in {os.path.join(workdir, sources.CHECKPOINTS_DIR)!r}: train first "
-          "(python main.py --config ... --workdir ...), or pass --weights DIR or --arch NAME.")
-    run = sources.from_checkpoint(workdir, steps[-1], config=config, which=which)
-    source = f"checkpoint step {steps[-1]} ({which}) in {workdir}"
-    if history:
-      num_classes = run.model.spec.num_classes
-      history_runs = [sources.init_of_run(config, num_classes)] + [
-          sources.from_checkpoint(workdir, s, config=config, which=which) for s in steps[:-1]]
-  data_config = config if (config is not None and not weights_dir and not arch) else None
-  measured, shown = load_images(run.model, data_config, num_images=num_images,
-                                image_path=image_path)
-  logging.info("Measuring %s on %s", source, measured.source)
-
-  measures = locality.measure(run.model, run.variables, measured.model_input,
-                              batch_size=batch_size)
-  result = {"source": source, "label": run.label, "step": run.step,
-            "model": run.model.spec.to_dict(), "images": measured.source, "measures": measures}
-  entries = []
-  for past in history_runs:
-    entries.append({"step": past.step, "label": past.label, "measures": locality.measure(
-        past.model, past.variables, measured.model_input, batch_size=batch_size)})
-  if entries:
-    entries.append({"step": run.step, "label": run.label, "measures": measures})
-    result["history"] = [{k: e[k] for k in ("step", "label")} | {"measures": e["measures"]}
-                         for e in entries]
-
-  figures = {}
-  title = f"{run.model.spec.family} {run.model.spec.stem} stem - {run.label}"
-  figures["nonlocality.png"] = plots.plot_nonlocality({title: measures})
-  gates = plots.plot_gates({title: measures})
-  if gates is not None:
-    figures["gates.png"] = gates
-  grid = tuple(measures["grid"])
-  queries = [tuple(q) for q in (queries or default_queries(grid))]
-  maps = locality.query_attention_maps(run.model, run.variables, shown.model_input[0], queries)
-  for q, (r, c) in enumerate(queries):
-    figures[f"attention_maps_r{r}_c{c}.png"] = plots.plot_attention_maps(
-        maps, shown.display[0], query=q, title=f"{title}; {os.path.basename(shown.source)}")
-  if entries:
-    figures["locality_over_training.png"] = plots.plot_training(entries, title=title)
+    entry = workdir
+  analysis = analyse(entry, config=config, which=which, history=history, num_images=num_images,
+                     image_path=image_path, queries=queries, batch_size=batch_size)
+  result = {"source": analysis.source, "label": analysis.run.label, "step": analysis.run.step,
+            "model": analysis.run.model.spec.to_dict(), "images": analysis.images.source,
+            "measures": analysis.measures}
+  if analysis.history:
+    result["history"] = analysis.history
 
   paths = []
-  for name, fig in figures.items():
+  for name, fig in figures_of(analysis).items():
     path = os.path.join(out_dir, name)
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -167,7 +220,7 @@ def run_locality(config, workdir: str, *, weights_dir: str | None = None,
     json.dump(result, f, indent=1)
     f.write("\n")
   logging.info("Wrote %s and %d figures in %.1fs", json_path, len(paths), time.time() - t0)
-  return {"json": json_path, "figures": paths, "measures": measures}
+  return {"json": json_path, "figures": paths, "measures": analysis.measures}
 
 
 def _parse_queries(text: str | None):
@@ -206,6 +259,7 @@ def main(argv=None) -> None:
   if args.overrides and not args.arch:
     parser.error("--overrides applies to --arch only.")
   logging.basicConfig(level=logging.INFO, format="%(message)s")
+  matplotlib.use("Agg")  # files only, no display needed
   out = run_locality(None, args.workdir, weights_dir=args.weights, arch=args.arch,
                      arch_overrides=sources.parse_overrides(args.overrides),
                      image_path=args.image, num_images=args.num_images, which=args.which,

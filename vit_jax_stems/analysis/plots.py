@@ -1,6 +1,7 @@
 """Figures of the locality measures (matplotlib, headless): shared by the report and the notebook.
 
-Every function takes the JSON-ready dicts of `locality.measure` / `locality.query_attention_maps`
+No backend is chosen here (the notebook shows figures inline, the command sets Agg). Every
+function takes the JSON-ready dicts of `locality.measure` / `locality.query_attention_maps`
 and returns a matplotlib Figure (or None when there is nothing to draw, e.g. gates of a model
 without GPSA); the caller saves or shows it.
 """
@@ -9,11 +10,8 @@ from __future__ import annotations
 
 from typing import Mapping, Sequence
 
-import matplotlib
-
-matplotlib.use("Agg", force=False)
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
 _HEAD_CMAP = "viridis"
 

@@ -12,9 +12,11 @@ device), so the optimizer is never rebuilt. Converted PyTorch weights go through
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
+import logging
 import os
-from typing import Any, Mapping
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -69,7 +71,7 @@ def checkpoint_steps(workdir: str) -> list[int]:
   if not os.path.isdir(directory):
     return []
   manager = ocp.CheckpointManager(os.path.abspath(directory),
-                                  options=ocp.CheckpointManagerOptions(read_only=True))
+                                  options=ocp.CheckpointManagerOptions(create=False))
   try:
     return sorted(int(s) for s in manager.all_steps())
   finally:
@@ -77,7 +79,14 @@ def checkpoint_steps(workdir: str) -> list[int]:
 
 
 def _saved_tree(step_dir: str) -> dict:
-  metadata = ocp.StandardCheckpointer().metadata(os.path.join(step_dir, "default"))
+  """Shapes and dtypes of the saved state (orbax metadata; nothing is read)."""
+  absl_logger = logging.getLogger("absl")
+  level = absl_logger.level
+  absl_logger.setLevel(logging.ERROR)  # "Metadata file does not exist": the manager writes it
+  try:                                 # one level up; the item's tree metadata is all we need
+    metadata = ocp.StandardCheckpointer().metadata(os.path.join(step_dir, "default"))
+  finally:
+    absl_logger.setLevel(level)
   return metadata.item_metadata.tree
 
 
@@ -110,7 +119,7 @@ def from_checkpoint(workdir: str, step: int | None = None, *, config=None,
             for key in ("params", "batch_stats")}
   item = target if which == "params" else {"ema": target}
   manager = ocp.CheckpointManager(os.path.dirname(step_dir),
-                                  options=ocp.CheckpointManagerOptions(read_only=True))
+                                  options=ocp.CheckpointManagerOptions(create=False))
   try:
     restored = manager.restore(step, args=ocp.args.PyTreeRestore(
         item=item, restore_args=ocp.checkpoint_utils.construct_restore_args(item),
@@ -147,10 +156,16 @@ def from_weights(weights_dir: str) -> Run:
   return Run(model, variables, os.path.basename(os.path.normpath(weights_dir)))
 
 
-def fresh_variables(model, key) -> Any:
+@functools.lru_cache(maxsize=16)
+def _jitted_init(model):
   size = model.spec.image_size
   dummy = jnp.zeros((1, size, size, 3), jnp.float32)
-  return jax.jit(lambda k: model.init({"params": k}, dummy, train=False))(key)
+  return jax.jit(lambda k: model.init({"params": k}, dummy, train=False))
+
+
+def fresh_variables(model, key) -> Any:
+  """`model.init` under jit (eager init is slow), compiled once per model."""
+  return _jitted_init(model)(key)
 
 
 def from_arch(arch: str, *, seed: int = 0, **overrides: Any) -> Run:
@@ -180,7 +195,7 @@ def parse_overrides(text: str | None) -> dict[str, Any]:
 def _split_top_level(text: str) -> list[str]:
   parts, depth, current = [], 0, ""
   for ch in text:
-    depth += ch in "([" 
+    depth += ch in "(["
     depth -= ch in ")]"
     if ch == "," and depth == 0:
       parts.append(current)
@@ -189,9 +204,3 @@ def _split_top_level(text: str) -> list[str]:
       current += ch
   return [p for p in parts + [current] if p.strip()]
 
-
-def describe(config: Mapping | None) -> str:
-  if not config:
-    return ""
-  cfg = _plain(config)
-  return f"{cfg.get('model_name')} {json.dumps(cfg.get('model') or {}, sort_keys=True)}"
