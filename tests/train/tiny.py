@@ -53,6 +53,14 @@ def checkpoint_state(workdir, step=None):
   directory = epath.Path(workdir) / 'checkpoints'
   mngr = ocp.CheckpointManager(directory)
   step = mngr.latest_step() if step is None else step
-  state = ocp.StandardCheckpointer().restore(directory / str(step) / 'default')
+  path = directory / str(step) / 'default'
+  ckptr = ocp.StandardCheckpointer()
+  meta = ckptr.metadata(path)
+  meta = getattr(meta, 'item_metadata', meta)
+  one = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  target = jax.tree_util.tree_map(
+      lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=one), meta,
+      is_leaf=lambda m: hasattr(m, 'shape') and hasattr(m, 'dtype'))
+  state = ckptr.restore(path, target)  # any writer topology restores onto one device
   mngr.close()
   return jax.tree_util.tree_map(lambda x: __import__('numpy').asarray(x), state)
