@@ -143,8 +143,8 @@ def plot_attention_maps(maps: dict, image: np.ndarray, *, query: int = 0,
 
   `maps` from `locality.query_attention_maps`; `image` (S, S, 3) in [0, 1]. Each map is the
   patch-to-patch attention (class token removed, renormalised) upsampled to pixels, on one
-  colour scale per layer (0 to the layer's largest weight, given on the left), so a flat head
-  looks flat; the title of each panel gives the mass on the class token where the block has one.
+  colour scale per layer (0 to the layer's largest weight, at least 4/N, given on the left), so a
+  flat head looks flat and dim; the title of each panel gives the mass on the class token where the block has one.
   """
   weights = maps["maps"][:, query]  # (layers, H, rows, cols)
   class_mass = maps["class_token_mass"][:, query]
@@ -160,7 +160,8 @@ def plot_attention_maps(maps: dict, image: np.ndarray, *, query: int = 0,
     ax = axes[i, 0]
     ax.imshow(image)
     ax.add_patch(plt.Rectangle((c * pw - 0.5, r * ph - 0.5), pw, ph, fill=False, color="red", lw=1))
-    vmax = float(np.max(weights[layer]))
+    # At least 4/N, so that uniform attention (1/N everywhere) looks dim rather than saturated.
+    vmax = max(float(np.max(weights[layer])), 4.0 / (rows * cols))
     ax.set_ylabel(f"layer {layer}\nmax {vmax:.2f}", fontsize=8)
     for h in range(heads):
       ax = axes[i, h + 1]
