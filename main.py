@@ -4,11 +4,12 @@ Modes are a dispatch table (`MODES`): 'train' trains (resuming from DIR) and eva
 evaluates DIR's latest checkpoint or `config.init_weights` on a split. Other modes (e.g. the
 locality analysis) register themselves here with one entry.
 
-Multi-host: pass --distributed (or set JAX_COORDINATOR_ADDRESS) to call
-jax.distributed.initialize; on Cloud TPU it needs no other flag, on GPU clusters give
---coordinator_address, --num_processes and --process_id (or SLURM's environment).
+Multi-host (vit_jax_stems/train/distributed.py): pass --distributed (or set
+JAX_COORDINATOR_ADDRESS) to call jax.distributed.initialize; on Cloud TPU it needs no other
+flag, on GPU clusters JAX_NUM_PROCESSES / JAX_PROCESS_ID (launch/README.md) or
+--coordinator_address, --num_processes and --process_id. A dead process stops the others within
+about --distributed_heartbeat_timeout_s.
 """
-import os
 import sys
 
 from absl import app
@@ -29,6 +30,12 @@ flags.DEFINE_bool('distributed', False, 'Call jax.distributed.initialize (multi-
 flags.DEFINE_string('coordinator_address', None, 'host:port of process 0 (multi-host GPU).')
 flags.DEFINE_integer('num_processes', None, 'Number of processes (multi-host GPU).')
 flags.DEFINE_integer('process_id', None, 'This process (multi-host GPU).')
+flags.DEFINE_integer('distributed_heartbeat_timeout_s', 100, 'Multi-host: a process silent for '
+                     'this long is declared dead and every other process stops with an error.')
+flags.DEFINE_integer('distributed_init_timeout_s', 300, 'Multi-host: how long to wait for all '
+                     'processes to connect.')
+flags.DEFINE_integer('distributed_shutdown_timeout_s', 300, 'Multi-host: how long a finishing '
+                     'process waits for the others at exit.')
 flags.mark_flags_as_required(['config', 'workdir'])
 FLAGS = flags.FLAGS
 
@@ -52,12 +59,13 @@ MODES = {'train': _train, 'eval': _eval}
 
 
 def _maybe_initialize_distributed():
-  import jax  # pylint: disable=g-import-not-at-top
-  if FLAGS.distributed or os.environ.get('JAX_COORDINATOR_ADDRESS'):
-    jax.distributed.initialize(coordinator_address=FLAGS.coordinator_address,
-                               num_processes=FLAGS.num_processes,
-                               process_id=FLAGS.process_id)
-    logging.info('jax.distributed: process %d of %d', jax.process_index(), jax.process_count())
+  from vit_jax_stems.train import distributed  # pylint: disable=g-import-not-at-top
+  distributed.maybe_initialize(
+      distributed=FLAGS.distributed, coordinator_address=FLAGS.coordinator_address,
+      num_processes=FLAGS.num_processes, process_id=FLAGS.process_id,
+      heartbeat_timeout_s=FLAGS.distributed_heartbeat_timeout_s,
+      init_timeout_s=FLAGS.distributed_init_timeout_s,
+      shutdown_timeout_s=FLAGS.distributed_shutdown_timeout_s)
 
 
 class _QuietLibraries:
