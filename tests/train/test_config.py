@@ -45,7 +45,7 @@ def test_paper_recipes_match_spec():
 
 def test_unknown_and_contradictory_settings_name_the_field():
   c = vitc.get_config('demo')
-  with pytest.raises(ValueError, match=r'config\.total_epochs, config\.total_steps'):
+  with pytest.raises(ValueError, match=r'config\.total_steps, config\.total_epochs'):
     c.total_steps = 10
     _check(c)
   c = vitc.get_config('demo')
