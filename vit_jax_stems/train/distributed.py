@@ -8,20 +8,22 @@ Launch contract (launch/README.md):
   reads the address itself but not the other two, so they are passed here. Command-line
   flags (--coordinator_address, --num_processes, --process_id) win over the variables.
 
-Failure detection is JAX's own: process 0 runs the coordination service and every process
-sends it heartbeats from a background thread (so a long step or compile does not count as a
-failure). A process that sends none for `heartbeat_timeout_s` (killed, host lost) is declared
-dead; the service tells every other process, whose JAX client then terminates that process
-(LOG(QFATAL): "Terminating process because the JAX distributed service detected fatal errors.
-This most likely indicates that another task died ..."), also when it is blocked inside a
-collective. If process 0 itself dies, the others' heartbeats fail and they terminate the same
-way. So survivors exit, with that message and a non-zero status, at most about
-`heartbeat_timeout_s` (plus a few seconds of polling) after the death; a collective that fails
-earlier (gloo sees the closed socket) stops them sooner with an XLA error. tests/multihost
-measures this on CPU. Relaunching the same command resumes from the last checkpoint.
+Failure detection is JAX's own, so no watchdog of ours: process 0 runs the coordination
+service and every process sends it heartbeats from a background thread (a long step or compile
+does not count as silence). A process silent for `heartbeat_timeout_s` (H) is declared dead and
+the service tells the others; their JAX client then aborts its own process, even one blocked
+in a collective, with "Terminating process because the JAX distributed service detected fatal
+errors. This most likely indicates that another task died" (SIGABRT). If process 0 dies, the
+others lose the service's socket and abort the same way at once. Bound: a survivor stops at
+most about H + 2 s after the death. Measured on CPU/gloo with H = 10 (tests/multihost): 6-12 s
+after `kill -9` of process 1 (gloo fails the collective at once with "Connection closed by
+peer", then the exit waits for the service's verdict); 1-2 s after `kill -9` of process 0.
+A process that hangs while alive keeps sending heartbeats and is not detected.
+The step in flight is lost; rerunning the same command resumes from the last checkpoint.
 
-JAX's default heartbeat timeout is 100 s; keep it generous on big pods (a stalled host, e.g.
-in a long GCS write, should not kill a healthy job), lower it to fail fast.
+JAX's default heartbeat timeout is 100 s (main.py's default too); keep it generous on big pods
+(a host briefly unreachable or starved of CPU should not kill a healthy job), lower it to fail
+fast on small ones.
 """
 import logging
 import os
