@@ -23,7 +23,7 @@ config_flags.DEFINE_config_file(
     lock_config=True)
 flags.DEFINE_string('workdir', None, 'Run directory (local path or gs://...): checkpoints, '
                     'metrics.jsonl, TensorBoard.')
-flags.DEFINE_enum('mode', 'train', ['train', 'eval'], 'What to do (see MODES).')
+flags.DEFINE_enum('mode', 'train', ['train', 'eval', 'locality'], 'What to do (see MODES).')
 flags.DEFINE_string('eval_split', None, '--mode eval: split to evaluate (default: '
                     'config.data.eval_split).')
 flags.DEFINE_bool('distributed', False, 'Call jax.distributed.initialize (multi-host runs).')
@@ -55,7 +55,22 @@ def _eval(config, workdir):
   evaluate.run(config, workdir, split=FLAGS.eval_split)
 
 
-MODES = {'train': _train, 'eval': _eval}
+def _locality(config, workdir):
+  from vit_jax_stems.analysis import locality_report  # pylint: disable=g-import-not-at-top
+  # Converted weights when config.init_weights is set and the workdir has no checkpoint.
+  result = locality_report.run_locality(
+      config, workdir, weights_dir=_weights_without_checkpoint(config, workdir))
+  print(f"locality: wrote {result['json']} and {len(result['figures'])} figures", flush=True)
+
+
+def _weights_without_checkpoint(config, workdir):
+  from etils import epath  # pylint: disable=g-import-not-at-top
+  if config.get('init_weights') and not epath.Path(workdir, 'checkpoints').exists():
+    return config.init_weights
+  return None
+
+
+MODES = {'train': _train, 'eval': _eval, 'locality': _locality}
 
 
 def _maybe_initialize_distributed():
