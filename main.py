@@ -10,6 +10,7 @@ flag, on GPU clusters JAX_NUM_PROCESSES / JAX_PROCESS_ID (launch/README.md) or
 --coordinator_address, --num_processes and --process_id. A dead process stops the others within
 about --distributed_heartbeat_timeout_s.
 """
+import os
 import sys
 
 from absl import app
@@ -83,6 +84,11 @@ def _maybe_initialize_distributed():
       shutdown_timeout_s=FLAGS.distributed_shutdown_timeout_s)
 
 
+def _absolute_workdir(workdir):
+  """orbax needs absolute checkpoint paths; `gs://...` and other URLs pass through."""
+  return workdir if '://' in workdir else os.path.abspath(workdir)
+
+
 class _QuietLibraries:
   """Drops INFO lines of orbax (several per checkpoint) from the log; warnings still pass."""
 
@@ -99,7 +105,7 @@ def main(argv):
   _maybe_initialize_distributed()
   from vit_jax_stems.train import durations  # pylint: disable=g-import-not-at-top
   config = durations.prefer_command_line(FLAGS.config, sys.argv)
-  MODES[FLAGS.mode](config, FLAGS.workdir)
+  MODES[FLAGS.mode](config, _absolute_workdir(FLAGS.workdir))
 
 
 if __name__ == '__main__':

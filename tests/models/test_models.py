@@ -235,3 +235,30 @@ def test_gpsa_gate_mixes_content_and_position():
       np.testing.assert_allclose(w, np.broadcast_to(positional, w.shape), atol=1e-6)
     else:
       assert not np.allclose(w, np.broadcast_to(positional, w.shape), atol=1e-3)
+
+
+def test_remat_and_attention_impl_change_nothing_but_how_it_runs():
+  """Per-block remat keeps the parameter tree and the gradients; 'xla' equals the default."""
+  model, variables = _init("convit_c_ti")
+  remat = models.create_model("convit_c_ti", remat_policy="block", attention_impl="xla",
+                              **TINY_MODELS["convit_c_ti"])
+  images = _images()
+
+  def loss_fn(m):
+    def loss(params):
+      (logits, _), _ = m.apply({**variables, "params": params}, images, train=True,
+                               mutable=["batch_stats"])
+      return (logits ** 2).mean()
+    return jax.jit(jax.value_and_grad(loss))
+
+  (l0, g0), (l1, g1) = loss_fn(model)(variables["params"]), loss_fn(remat)(variables["params"])
+  np.testing.assert_allclose(l0, l1, rtol=1e-6)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), g0, g1)
+  jaxpr = str(jax.make_jaxpr(loss_fn(remat))(variables["params"]))
+  assert "remat" in jaxpr or "checkpoint" in jaxpr
+  with pytest.raises(ValueError, match="remat_policy"):
+    models.create_model("vit_p_1gf", remat_policy="all")
+  with pytest.raises(ValueError, match="attention_impl"):
+    models.create_model("vit_p_1gf", attention_impl="flash")
+  assert models.default_attention_impl("gpu", jnp.bfloat16) == "cudnn"
+  assert models.default_attention_impl("cpu", jnp.bfloat16) is None

@@ -3,8 +3,7 @@
 `python -m vit_jax_stems.bench --help`; figures and commands in benchmarks/NOTES.md.
 
 Layout: `peaks` (device peak FLOP/s and MFU arithmetic), `cases` (what is measured: a model, its
-equal-GF patchify twin, its plain-attention twin, its timm peer), `model_patches` (scoped stand-ins
-for two model hooks: attention implementation and per-block remat), `jax_bench` (the jitted train
+equal-GF patchify twin, its plain-attention twin, its timm peer), `jax_bench` (the jitted train
 and inference steps and their timing), `gpsa_paths` (fast vs explicit GPSA outputs),
 `timm_peer` (the PyTorch side, run in a subprocess), `report` (table, ratios, JSON).
 Importing this package never imports torch or tensorflow.

@@ -96,10 +96,10 @@ def main(argv=None) -> dict:
   # ---- our cases
   import jax  # pylint: disable=g-import-not-at-top
   import flax  # pylint: disable=g-import-not-at-top
-  from vit_jax_stems.bench import gpsa_paths, jax_bench, model_patches, peaks, report  # pylint: disable=g-import-not-at-top
+  from vit_jax_stems.bench import gpsa_paths, jax_bench, peaks, report  # pylint: disable=g-import-not-at-top
 
   device = jax.devices()[0]
-  attention = model_patches.resolve_attention(args.attention, device.platform, args.dtype)
+  attention = jax_bench.resolve_attention(args.attention, device.platform, args.dtype)
   peak_tflops, peak_source = peaks.peak_for(device.device_kind, args.dtype, args.peak_tflops)
   settings = jax_bench.Settings(batch_size=args.batch_size, steps=args.steps,
                                 repeats=args.repeats, warmup=args.warmup, dtype=args.dtype,

@@ -22,7 +22,6 @@ import jax.numpy as jnp
 import optax
 
 from vit_jax_stems import models
-from vit_jax_stems.bench import model_patches
 from vit_jax_stems.bench.cases import Case
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
@@ -131,16 +130,22 @@ def _timed_windows(run_window, repeats: int) -> list[float]:
   return times
 
 
-def _lower_and_compile(jitted, args, attention: str, remat: str, row: dict):
-  """(compiled, (lower seconds, compile seconds), attention used).
+def resolve_attention(requested: str, platform: str, dtype: str) -> str:
+  """'auto' -> what the models would pick (models.default_attention_impl), spelled out."""
+  if requested != "auto":
+    return requested
+  return models.default_attention_impl(platform, DTYPES[dtype]) or "xla"
+
+
+def _lower_and_compile(build, args, attention: str, row: dict):
+  """(compiled, (lower seconds, compile seconds), attention used); `build(attention)` -> jitted.
 
   cuDNN flash attention supports a subset of shapes (head_dim a multiple of 8, at most 128, ...);
   when it refuses a case, the case falls back to the XLA path and the row's `notes` say so.
   """
   try:
     start = time.perf_counter()
-    with model_patches.attention_implementation(attention), model_patches.block_remat(remat):
-      lowered = jitted.lower(*args)
+    lowered = build(attention).lower(*args)
     lower_s = time.perf_counter() - start
     start = time.perf_counter()
     compiled = lowered.compile()
@@ -151,7 +156,7 @@ def _lower_and_compile(jitted, args, attention: str, remat: str, row: dict):
     row.setdefault("notes", []).append(
         f"attention={attention} failed ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
         "fell back to xla")
-    return _lower_and_compile(jitted, args, "xla", remat, row)
+    return _lower_and_compile(build, args, "xla", row)
 
 
 def run_case(case: Case, settings: Settings) -> dict[str, Any]:
@@ -186,10 +191,20 @@ def run_case(case: Case, settings: Settings) -> dict[str, Any]:
                          "macs_per_image": case.macs_per_image}
 
   # ---- train step: lower (trace) and compile timed separately
-  train_step = jax.jit(make_train_step(model, tx, return_attention=case.return_attention),
-                       donate_argnums=(0,) if s.donate else ())
-  compiled, timings, attention = _lower_and_compile(train_step, (state, batch), s.attention,
-                                                    s.remat, row)
+  def model_with(attention, remat):
+    return models.VisionTransformer(spec, dtype=DTYPES[s.dtype], attention_impl=attention,
+                                    remat_policy=None if remat == "none" else remat)
+
+  def train_step(attention):
+    return jax.jit(make_train_step(model_with(attention, s.remat), tx,
+                                   return_attention=case.return_attention),
+                   donate_argnums=(0,) if s.donate else ())
+
+  def eval_step(attention):
+    return jax.jit(make_eval_step(model_with(attention, "none"),
+                                  return_attention=case.return_attention))
+
+  compiled, timings, attention = _lower_and_compile(train_step, (state, batch), s.attention, row)
   row["attention"] = attention
   row["train_lower_s"], row["train_compile_s"] = timings
   row.update({f"train_{k}": v for k, v in _memory(compiled).items()})
@@ -211,9 +226,8 @@ def run_case(case: Case, settings: Settings) -> dict[str, Any]:
   row["train_images_per_s"] = s.batch_size / row["train_step_s"]
 
   # ---- inference step
-  eval_step = jax.jit(make_eval_step(model, return_attention=case.return_attention))
   eval_compiled, timings, _ = _lower_and_compile(eval_step, (eval_variables, batch["images"]),
-                                                 attention, "none", row)
+                                                 attention, row)
   row["infer_lower_s"], row["infer_compile_s"] = timings
   row.update({f"infer_{k}": v for k, v in _memory(eval_compiled).items()})
   for _ in range(s.warmup):

@@ -1,8 +1,9 @@
 """Multi-head self-attention and ConViT's gated positional self-attention (GPSA).
 
 Both layers have two evaluation paths that give the same output:
-  * the fast path (default): `jax.nn.dot_product_attention`, which dispatches to fused kernels
-    (cuDNN flash attention on GPU) and never materialises the (L, L) weights. For GPSA the
+  * the fast path (default): `jax.nn.dot_product_attention`, which never materialises the (L, L)
+    weights; `attention_impl='cudnn'` selects cuDNN flash attention on GPU (bf16/fp16; JAX's
+    default `None` is the XLA path in jax 0.10, see `default_attention_impl`). For GPSA the
     positional attention P = softmax(pos_score) does not depend on the input, so it is computed
     once per layer and step as an (H, N, N) tensor shared by the whole batch, and the layer is
     evaluated as (1 - g) * attention(q, k, v) + g * (P v) (SPEC section 2);
@@ -73,6 +74,19 @@ def gpsa_local_init(num_heads: int, locality_strength: float,
   return init
 
 
+ATTENTION_IMPLS = (None, "xla", "cudnn")
+
+
+def default_attention_impl(platform: str, dtype: Any) -> str | None:
+  """The fused kernel to ask for: cuDNN flash attention on GPU in half precision, else XLA.
+
+  jax 0.10's `dot_product_attention(implementation=None)` "currently falls back to xla"
+  (jax/_src/nn/functions.py), so cuDNN must be requested explicitly; cuDNN needs fp16/bf16.
+  """
+  half = jnp.dtype(dtype) in (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16))
+  return "cudnn" if platform == "gpu" and half else None
+
+
 def _softmax_weights(q: jnp.ndarray, k: jnp.ndarray) -> jnp.ndarray:
   """softmax(q k^T / sqrt(d)) in float32, shape (B, H, Lq, Lk), for the explicit path."""
   scale = q.shape[-1] ** -0.5
@@ -93,6 +107,7 @@ class MultiHeadSelfAttention(nn.Module):
   proj_kernel_init: Initializer
   dropout_rate: float = 0.0
   dtype: Any = jnp.float32
+  attention_impl: str | None = None  # jax.nn.dot_product_attention `implementation`
 
   @nn.compact
   def __call__(self, x, *, train: bool, return_weights: bool = False):
@@ -106,7 +121,7 @@ class MultiHeadSelfAttention(nn.Module):
       y = _apply_weights(weights, v)
     else:
       weights = None
-      y = jax.nn.dot_product_attention(q, k, v)
+      y = jax.nn.dot_product_attention(q, k, v, implementation=self.attention_impl)
     y = nn.Dense(dim, kernel_init=self.proj_kernel_init, bias_init=nn.initializers.zeros,
                  dtype=self.dtype, name="proj")(y.reshape(batch, length, dim))
     y = nn.Dropout(self.dropout_rate)(y, deterministic=not train)
@@ -127,6 +142,7 @@ class GatedPositionalSelfAttention(nn.Module):
   qkv_bias: bool = False
   dropout_rate: float = 0.0
   dtype: Any = jnp.float32
+  attention_impl: str | None = None  # jax.nn.dot_product_attention `implementation`
 
   @nn.compact
   def __call__(self, x, *, train: bool, return_weights: bool = False):
@@ -164,7 +180,7 @@ class GatedPositionalSelfAttention(nn.Module):
       y = _apply_weights(weights, v)
     else:
       weights = None
-      content_out = jax.nn.dot_product_attention(q, k, v)
+      content_out = jax.nn.dot_product_attention(q, k, v, implementation=self.attention_impl)
       positional_out = jnp.einsum("hqk,bkhd->bqhd", positional.astype(v.dtype), v)
       g = gate[:, None].astype(v.dtype)
       y = (1.0 - g) * content_out + g * positional_out

@@ -10,8 +10,9 @@ from typing import Any
 
 import jax.numpy as jnp
 
+from vit_jax_stems.models.attention import ATTENTION_IMPLS
 from vit_jax_stems.models.spec import ModelSpec
-from vit_jax_stems.models.vit import VisionTransformer
+from vit_jax_stems.models.vit import REMAT_POLICIES, VisionTransformer
 
 _REGISTRY: dict[str, ModelSpec] = {}
 
@@ -33,15 +34,23 @@ def get_spec(name: str, **overrides: Any) -> ModelSpec:
   return _REGISTRY[name].replace(**overrides) if overrides else _REGISTRY[name]
 
 
-def create_model(name: str, *, dtype: Any = jnp.float32, **overrides: Any) -> VisionTransformer:
+def create_model(name: str, *, dtype: Any = jnp.float32, attention_impl: str | None = None,
+                 remat_policy: str | None = None, **overrides: Any) -> VisionTransformer:
   """A Flax module for model `name`; `overrides` replace spec fields (num_classes, image_size...).
 
   `dtype` is the compute dtype (float32 or bfloat16); parameters are always float32.
+  `attention_impl`: None/'xla' or 'cudnn' (see attention.default_attention_impl);
+  `remat_policy`: None or one of vit.REMAT_POLICIES, to trade compute for activation memory.
   """
   dtype = jnp.dtype(dtype)
   if dtype not in (jnp.dtype(jnp.float32), jnp.dtype(jnp.bfloat16)):
     raise ValueError(f"dtype={dtype}: use float32 or bfloat16.")
-  return VisionTransformer(get_spec(name, **overrides), dtype=dtype)
+  if attention_impl not in ATTENTION_IMPLS:
+    raise ValueError(f"attention_impl={attention_impl!r}: use one of {ATTENTION_IMPLS}.")
+  if remat_policy is not None and remat_policy not in REMAT_POLICIES:
+    raise ValueError(f"remat_policy={remat_policy!r}: use None or one of {sorted(REMAT_POLICIES)}.")
+  return VisionTransformer(get_spec(name, **overrides), dtype=dtype,
+                           attention_impl=attention_impl, remat_policy=remat_policy)
 
 
 # ----------------------------------------------------------------------------- ViT_P and ViT_C

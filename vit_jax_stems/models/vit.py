@@ -12,6 +12,7 @@ import dataclasses
 from typing import Any, Callable
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -83,29 +84,42 @@ class Mlp(nn.Module):
     return nn.Dropout(self.dropout_rate)(x, deterministic=not train)
 
 
+# Rematerialisation policies for `remat_policy` (jax.checkpoint_policies): what the backward pass
+# may keep from a block's forward instead of recomputing it.
+REMAT_POLICIES = {
+    "block": jax.checkpoint_policies.nothing_saveable,  # recompute the whole block
+    "block_dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,  # keep weight matmuls
+}
+
+
 class EncoderBlock(nn.Module):
-  """Pre-LN block: x + attn(LN(x)), then x + MLP(LN(x)), with optional stochastic depth."""
+  """Pre-LN block: x + attn(LN(x)), then x + MLP(LN(x)), with optional stochastic depth.
+
+  `train` and `return_weights` are positional so that `nn.remat` can mark them static.
+  """
 
   spec: ModelSpec
   use_gpsa: bool
   grid_size: tuple[int, int]
   drop_path_rate: float = 0.0
   dtype: Any = jnp.float32
+  attention_impl: str | None = None
 
   @nn.compact
-  def __call__(self, x, *, train: bool, return_weights: bool = False):
+  def __call__(self, x, train: bool, return_weights: bool = False):
     spec = self.spec
     inits = PYCLS_INITS if spec.family == "pycls" else CONVIT_INITS
     if self.use_gpsa:
       attn = attention_lib.GatedPositionalSelfAttention(
           num_heads=spec.num_heads, grid_size=self.grid_size,
           locality_strength=spec.locality_strength, qkv_bias=spec.qkv_bias,
-          dropout_rate=spec.dropout_rate, dtype=self.dtype, name="attn")
+          dropout_rate=spec.dropout_rate, dtype=self.dtype, attention_impl=self.attention_impl,
+          name="attn")
     else:
       attn = attention_lib.MultiHeadSelfAttention(
           num_heads=spec.num_heads, qkv_bias=spec.qkv_bias, qkv_kernel_init=inits.qkv_kernel,
           proj_kernel_init=inits.proj_kernel, dropout_rate=spec.dropout_rate, dtype=self.dtype,
-          name="attn")
+          attention_impl=self.attention_impl, name="attn")
     # Stochastic depth drops the whole residual branch per example (DeiT/timm DropPath).
     drop_path = nn.Dropout(self.drop_path_rate, broadcast_dims=(1, 2))
     y = nn.LayerNorm(epsilon=spec.layer_norm_eps, dtype=self.dtype, name="norm1")(x)
@@ -123,11 +137,17 @@ class Encoder(nn.Module):
   spec: ModelSpec
   grid_size: tuple[int, int]
   dtype: Any = jnp.float32
+  attention_impl: str | None = None
+  remat_policy: str | None = None
 
   @nn.compact
   def __call__(self, x, cls_token, *, train: bool, return_attention: bool = False):
     spec = self.spec
     out = {}
+    block_cls = EncoderBlock
+    if self.remat_policy is not None:  # same parameter tree, less activation memory
+      block_cls = nn.remat(EncoderBlock, static_argnums=(2, 3),
+                           policy=REMAT_POLICIES[self.remat_policy])
     # Stochastic depth rates linspace(0, drop_path, depth) (timm/convit, DeiT).
     rates = np.linspace(0.0, spec.drop_path_rate, spec.depth)
     for i in range(spec.depth):
@@ -135,20 +155,26 @@ class Encoder(nn.Module):
         x = jnp.concatenate([jnp.broadcast_to(cls_token, (x.shape[0], 1, x.shape[2])), x], 1)
       name = f"block{i:02d}"
       out[name] = x
-      x, weights = EncoderBlock(
+      x, weights = block_cls(
           spec, use_gpsa=i < spec.num_gpsa_layers, grid_size=self.grid_size,
-          drop_path_rate=float(rates[i]), dtype=self.dtype, name=name)(
-              x, train=train, return_weights=return_attention)
+          drop_path_rate=float(rates[i]), dtype=self.dtype, attention_impl=self.attention_impl,
+          name=name)(x, train, return_attention)
       if return_attention:
         out[f"{name}/attention"] = weights
     return x, out
 
 
 class VisionTransformer(nn.Module):
-  """ViT_P / ViT_C / ConViT, chosen by `spec`. Parameters are float32; `dtype` is compute."""
+  """ViT_P / ViT_C / ConViT, chosen by `spec`. Parameters are float32; `dtype` is compute.
+
+  `attention_impl` (None/'xla' or 'cudnn') and `remat_policy` (None, 'block', 'block_dots')
+  change how the forward runs, never its parameters or its outputs.
+  """
 
   spec: ModelSpec
   dtype: Any = jnp.float32
+  attention_impl: str | None = None
+  remat_policy: str | None = None
 
   @nn.compact
   def __call__(self, images, *, train: bool = False, return_attention: bool = False):
@@ -191,7 +217,8 @@ class VisionTransformer(nn.Module):
     x = nn.Dropout(spec.dropout_rate)(x, deterministic=not train)
 
     # ---- encoder
-    x, encoder_out = Encoder(spec, (rows, cols), self.dtype, name="encoder")(
+    x, encoder_out = Encoder(spec, (rows, cols), self.dtype, self.attention_impl,
+                             self.remat_policy, name="encoder")(
         x, cls_token, train=train, return_attention=return_attention)
     out.update({f"encoder/{k}": v for k, v in encoder_out.items()})
     x = nn.LayerNorm(epsilon=spec.layer_norm_eps, dtype=self.dtype, name="norm")(x)
