@@ -125,7 +125,7 @@ def demo(c, model_name, model_overrides):
   """A scaled-down model on the embedded mnist5k digits (32x32), sized for a 2-core CPU.
 
   AdamW with the pycls weight-decay mask and schedule shape (per-step lr for so short a run),
-  EMA with a rate raised so that a 10-epoch run averages over about the last epoch.
+  EMA with a rate raised so that a 15-epoch run averages over about the last epoch.
   """
   c.model_name = model_name
   c.model = ml_collections.ConfigDict(model_overrides)
@@ -133,7 +133,7 @@ def demo(c, model_name, model_overrides):
   c.data = data_config.default_config()
   c.batch_size = 128
   c.eval_batch_size = 200
-  c.total_epochs = 10.0
+  c.total_epochs = 15.0
   c.optimizer.update(dict(name='adamw', lr=2e-3, weight_decay=0.05, wd_mask='pycls'))
   c.schedule.update(dict(name='pycls_cosine', per_epoch=False, warmup_epochs=1.0,
                          warmup_factor=0.1, min_lr_factor=0.005))

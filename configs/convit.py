@@ -15,7 +15,7 @@ RandAugment rand-m9-mstd0.5-inc1, random erasing 0.25, mixup 0.8 / CutMix 1.0, l
 
 Demo (same width as the ViT demos; 3 GPSA blocks then 2 MHSA blocks; EMA as the ViT demos so
 the three runs differ only by the model):
-  python main.py --config configs/convit.py:demo --workdir /tmp/convit_demo
+  python main.py --config configs/convit.py:demo --workdir workdirs/demo_convit
   Expected: see DEMO_RESULTS in the README (measured on the 2-core dev CPU).
 """
 from configs import common

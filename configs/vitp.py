@@ -9,7 +9,7 @@ Paper recipe:
   Expected (P1 Table 2, 400 epochs, AdamW): ViT_P-1GF 72.3, 4GF 80.4, 18GF 82.1, 36GF 81.8.
 
 Demo (same transformer as the ViT_C demo, patchify stem and one more block, as P1 pairs them):
-  python main.py --config configs/vitp.py:demo --workdir /tmp/vitp_demo
+  python main.py --config configs/vitp.py:demo --workdir workdirs/demo_vitp
   Expected: see DEMO_RESULTS in the README (measured on the 2-core dev CPU).
 """
 from configs import common
