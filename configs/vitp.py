@@ -10,7 +10,8 @@ Paper recipe:
 
 Demo (same transformer as the ViT_C demo, patchify stem and one more block, as P1 pairs them):
   python main.py --config configs/vitp.py:demo --workdir workdirs/demo_vitp
-  Expected: see DEMO_RESULTS in the README (measured on the 2-core dev CPU).
+  Measured (2-core dev CPU, 2026-11-21): 85.6% top-1 raw, 80.3% EMA (top-5 99.2) on the 1,000 mnist5k test digits
+  after 15 epochs; about 11 min wall with another demo and the tests running beside it.
 """
 from configs import common
 
