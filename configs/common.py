@@ -96,6 +96,24 @@ P1_ADAMW = {'1gf': (1e-3, 0.24), '4gf': (1e-3, 0.24), '18gf': (1e-3, 0.24),
             '36gf': (7e-4, 0.24), '72gf': (1e-3, 0.24)}
 
 
+PYCLS_SIZES = ('1gf', '4gf', '18gf', '36gf', '72gf')
+
+
+def pycls_family_config(arg, prefix, demo_overrides):
+  """Config of `{prefix}_{size}` (vit_p / vit_c) from options 'size=..,optimizer=..,epochs=..,
+  tuned,demo'; the demo trains `{prefix}_1gf` with `demo_overrides` on mnist5k."""
+  opts = parse_options(arg, size='1gf', optimizer='adamw', epochs='400', tuned=False, demo=False)
+  c = base_config()
+  if opts['demo']:
+    demo(c, f'{prefix}_1gf', demo_overrides)
+    return c
+  if opts['size'] not in PYCLS_SIZES:
+    raise ValueError(f'size={opts["size"]!r}: choose one of {PYCLS_SIZES}.')
+  pycls_recipe(c, f'{prefix}_{opts["size"]}', opts['size'], opts['optimizer'],
+               int(opts['epochs']), bool(opts['tuned']))
+  return c
+
+
 def pycls_recipe(c, model_name, size, optimizer, epochs, tuned):
   """P1 / pycls vitconfigs recipe on ImageNet-1k (SPEC section 1)."""
   c.model_name = model_name

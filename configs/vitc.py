@@ -19,21 +19,9 @@ Demo (this repo's CPU check):
 """
 from configs import common
 
-SIZES = ('1gf', '4gf', '18gf', '36gf', '72gf')
-
 
 def get_config(arg=None):
-  opts = common.parse_options(arg, size='1gf', optimizer='adamw', epochs='400', tuned=False,
-                              demo=False)
-  c = common.base_config()
-  if opts['demo']:
-    # Conv stem 3x3 s2 -> 3x3 s2 -> 1x1 (patch 4), one block fewer than ViT_P's demo as in P1.
-    common.demo(c, 'vit_c_1gf', dict(
-        common.DEMO_TRANSFORMER, depth=4, stem_kernels=(3, 3, 1), stem_strides=(2, 2, 1),
-        stem_channels=(16, 32, 64)))
-    return c
-  if opts['size'] not in SIZES:
-    raise ValueError(f'size={opts["size"]!r}: choose one of {SIZES}.')
-  common.pycls_recipe(c, f'vit_c_{opts["size"]}', opts['size'], opts['optimizer'],
-                      int(opts['epochs']), bool(opts['tuned']))
-  return c
+  # Demo: conv stem 3x3 s2 -> 3x3 s2 -> 1x1 (patch 4), one block fewer than ViT_P's demo as in P1.
+  return common.pycls_family_config(arg, 'vit_c', dict(
+      common.DEMO_TRANSFORMER, depth=4, stem_kernels=(3, 3, 1), stem_strides=(2, 2, 1),
+      stem_channels=(16, 32, 64)))

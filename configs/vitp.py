@@ -15,18 +15,6 @@ Demo (same transformer as the ViT_C demo, patchify stem and one more block, as P
 """
 from configs import common
 
-SIZES = ('1gf', '4gf', '18gf', '36gf', '72gf')
-
 
 def get_config(arg=None):
-  opts = common.parse_options(arg, size='1gf', optimizer='adamw', epochs='400', tuned=False,
-                              demo=False)
-  c = common.base_config()
-  if opts['demo']:
-    common.demo(c, 'vit_p_1gf', dict(common.DEMO_TRANSFORMER, depth=5))
-    return c
-  if opts['size'] not in SIZES:
-    raise ValueError(f'size={opts["size"]!r}: choose one of {SIZES}.')
-  common.pycls_recipe(c, f'vit_p_{opts["size"]}', opts['size'], opts['optimizer'],
-                      int(opts['epochs']), bool(opts['tuned']))
-  return c
+  return common.pycls_family_config(arg, 'vit_p', dict(common.DEMO_TRANSFORMER, depth=5))
