@@ -6,6 +6,23 @@
 # functions build that line so that every user-supplied value is quoted exactly
 # once, and they print or run a local argv. Nothing here evaluates its input.
 
+# Takes the value of a flag given as `--flag=value` or `--flag value`.
+# Sets FLAG_VALUE and FLAG_SHIFT (how many words were used); calls the sourcing
+# script's `die` when the value is missing.
+# shellcheck disable=SC2034  # FLAG_VALUE and FLAG_SHIFT are read by the sourcing script.
+take_value() {
+  local flag=$1 word=$2
+  if [[ "$word" == *=* ]]; then
+    FLAG_VALUE=${word#*=}
+    FLAG_SHIFT=1
+  elif (($# >= 3)); then
+    FLAG_VALUE=$3
+    FLAG_SHIFT=2
+  else
+    die "$flag needs a value"
+  fi
+}
+
 # Quotes one word for a POSIX shell: left bare when it only holds safe
 # characters, otherwise wrapped in single quotes ('\'' for a quote inside).
 # The same rule as Python's shlex.quote, so dry-run lines read back with

@@ -77,21 +77,6 @@ VALID_UNTIL=''
 DRY_RUN=0
 EXTRA_ARGS=()
 
-# Takes the value of a flag given as `--flag=value` or `--flag value`.
-# Sets FLAG_VALUE and FLAG_SHIFT (how many words were used).
-take_value() {
-  local flag=$1 word=$2
-  if [[ "$word" == *=* ]]; then
-    FLAG_VALUE=${word#*=}
-    FLAG_SHIFT=1
-  elif (($# >= 3)); then
-    FLAG_VALUE=$3
-    FLAG_SHIFT=2
-  else
-    die "$flag needs a value"
-  fi
-}
-
 while (($#)); do
   word=$1
   case "$word" in
