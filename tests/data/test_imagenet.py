@@ -52,8 +52,8 @@ def test_train_skips_and_counts_the_truncated_image(imagenet, imagenet_config):
   assert it.num_bad_records == 1 and it.bad_record_ids == [bad_id]
   # The bad slot holds a copy of a good example of its batch, so shapes and the stream position stay fixed.
   images = np.concatenate([b['image'] for b in batches])
-  assert np.isfinite(images).all() and len({img.tobytes() for img in images}) == n - 1
-  assert all(b['labels'].shape == (6, 1000) for b in batches)
+  assert images.dtype == np.uint8 and len({img.tobytes() for img in images}) == n - 1
+  assert all(b['label'].shape == (6,) for b in batches)
 
 
 def test_paper_recipes_run_on_imagenet(imagenet, imagenet_config):
@@ -61,6 +61,5 @@ def test_paper_recipes_run_on_imagenet(imagenet, imagenet_config):
     config = data.paper_recipe_config(recipe)
     config.data_dir, config.image_size, config.shuffle_buffer = imagenet['data_dir'], 32, 32
     [batch] = [next(data.make_train_iterator(config, global_batch_size=8, seed=1, process_index=0, process_count=1))]
-    assert batch['image'].shape == (8, 32, 32, 3) and np.isfinite(batch['image']).all()
-    np.testing.assert_allclose(batch['labels'].sum(-1), 1.0, atol=1e-5)
-    assert (batch['labels'] > 0.5 * 0.9).sum() <= 8  # soft targets: smoothing and mixing spread the mass
+    assert batch['image'].shape == (8, 32, 32, 3) and batch['image'].dtype == np.uint8
+    assert batch['image'].std() > 5 and ((0 <= batch['label']) & (batch['label'] < 1000)).all()

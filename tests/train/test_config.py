@@ -69,6 +69,12 @@ def test_unknown_and_contradictory_settings_name_the_field():
   c.optimizer.name = 'lamb'
   with pytest.raises(ValueError, match=r'config\.optimizer\.name'):
     _check(c)
+  c = vitc.get_config('demo')  # batch 128: mixing groups of 48 do not tile it
+  c.data.augment.mixup_alpha, c.data.augment.mix_group_size = 0.8, 48
+  with pytest.raises(ValueError, match=r'config\.data\.augment\.mix_group_size'):
+    _check(c)
+  c.data.augment.mix_group_size = 64
+  _check(c)
   with pytest.raises(ValueError, match='Unknown config option'):
     vitc.get_config('sise=4gf')
 

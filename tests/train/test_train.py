@@ -117,8 +117,8 @@ def jax_leaves(tree):
 
 def test_non_finite_loss_stops_naming_the_step_and_keeps_last_good_checkpoint(
     tmp_path, monkeypatch):
-  def poison(batch):
-    return dict(batch, image=np.full_like(batch['image'], np.nan))
+  def poison(batch):  # NaN pixels (float: uint8 has no NaN; the step is traced again for the dtype)
+    return dict(batch, image=np.full(batch['image'].shape, np.nan, np.float32))
   _iterator_hook(monkeypatch, 3, poison)  # the 4th batch: step 4
   c = _vitc_config()
   with pytest.raises(trainer.NonFiniteLossError, match='at step 4.*last good checkpoint is step 2'):

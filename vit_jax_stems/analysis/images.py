@@ -63,10 +63,8 @@ def from_eval_split(data_config, num_images: int) -> Images:
   iterator = data.make_eval_iterator(data_config, global_batch_size=num_images,
                                      process_index=0, process_count=1)
   batch = next(iter(iterator))
-  images = batch["image"][batch["mask"]]
+  images = batch["image"][batch["mask"]]  # uint8, normalised here as the eval step does
   if len(images) == 0:
     raise ValueError(f"The eval split of {data_config.name!r} gave no images.")
-  display = np.clip(images * np.asarray(data_config.std) + np.asarray(data_config.mean), 0, 1)
-  split = data_config.eval_split
-  return Images(np.asarray(images, np.float32), display.astype(np.float32),
-                f"{data_config.name}:{split}[:{len(images)}]")
+  return from_array(images, data_config.mean, data_config.std,
+                    source=f"{data_config.name}:{data_config.eval_split}[:{len(images)}]")

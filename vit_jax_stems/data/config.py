@@ -34,6 +34,9 @@ def default_augment_config() -> ml_collections.ConfigDict:
       mixup_alpha=0.0,
       cutmix_alpha=0.0,
       mix_switch_prob=0.5,        # probability of CutMix when both alphas > 0 (timm `switch_prob`)
+      # Examples that share one mixup/CutMix draw and pair up (the references' per-GPU batch); must
+      # divide the per-step batch. Recipes set their reference's value.
+      mix_group_size=64,
       label_smoothing=0.0,
       # Repeated augmentation (DeiT RASampler): each example appears this many times in a row with
       # different augmentations, the epoch keeps its length. 1 = off; P2 uses 3.
@@ -92,6 +95,8 @@ def paper_recipe_config(recipe: str) -> ml_collections.ConfigDict:
     config.antialias = False
     aug.autoaugment = True
     aug.pca_lighting_std = 0.1
+    # pycls vitconv_baselines ViT-C-4.0GF_adamw_8gpus.yaml: batch 2048 over 8 GPUs, mixed per GPU.
+    aug.mix_group_size = 256
   elif recipe in ('convit', 'deit'):
     # facebookresearch/convit main.py defaults (DeiT): --aa rand-m9-mstd0.5-inc1, --reprob 0.25,
     # --mixup 0.8 --cutmix 1.0 --mixup-switch-prob 0.5, --smoothing 0.1, bicubic, repeated aug (3 repeats).
@@ -101,6 +106,7 @@ def paper_recipe_config(recipe: str) -> ml_collections.ConfigDict:
     aug.randaugment = 'rand-m9-mstd0.5-inc1'
     aug.random_erasing_prob = 0.25
     aug.repeated_augmentation = 3
+    aug.mix_group_size = 64       # convit main.py --batch-size 64 per GPU (timm Mixup per GPU batch)
   else:
     raise ValueError(f"Unknown recipe {recipe!r}: use 'vitc' (P1, pycls) or 'convit' (P2, DeiT).")
   config.augment = aug

@@ -7,8 +7,9 @@ arrays (see `global_batch.make_global_batch`).
 Determinism and resume (the stream is a pure function of seed, process and step):
   * the process's share is read in the fixed on-disk order (TFDS shuffles examples when it writes
     the records), then shuffled per epoch with a buffer seeded by fold(seed, process, epoch);
-  * every example gets its own augmentation seed fold(seed, process, epoch, position in the epoch)
-    and every batch its mixup/CutMix seed fold(seed, process, step); all random ops are stateless;
+  * every example gets its own augmentation seed fold(seed, process, epoch, position in the epoch);
+    all random ops are stateless (the device half of the augmentation, lighting, erasing and
+    mixup/CutMix, is keyed by the train step: `vit_jax_stems.train.device_augment`);
   * start_step=s continues exactly where an uninterrupted run would be: the process has consumed
     s * local_batch examples, i.e. epoch e = that // epoch_size plus an offset into it, so the
     pipeline starts at epoch e and skips the offset. The skip happens before decoding (it only reads
@@ -33,15 +34,12 @@ import tensorflow_datasets as tfds
 from vit_jax_stems.data import auto_augment
 from vit_jax_stems.data import datasets
 from vit_jax_stems.data import decode
-from vit_jax_stems.data import lighting
-from vit_jax_stems.data import mixing
-from vit_jax_stems.data import random_erasing
 
 _INT64_MAX = np.iinfo(np.int64).max
 _MAX_LOGGED_BAD = 100
 
 # Tags folded into the seed so that independent streams never share random numbers.
-_TAG_EXAMPLES, _TAG_SHUFFLE, _TAG_MIX = 1, 2, 3
+_TAG_EXAMPLES, _TAG_SHUFFLE = 1, 2
 
 
 def fold_seed(seed, *data) -> tf.Tensor:
@@ -73,12 +71,6 @@ def _decode_or_flag(ds: tf.data.Dataset, decode_fn, placeholder_image) -> tf.dat
                        num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
 
-def _normalize(image01: tf.Tensor, config) -> tf.Tensor:
-  mean = tf.constant(config.mean, tf.float32)
-  std = tf.constant(config.std, tf.float32)
-  return (image01 - mean) / std
-
-
 def _augment_fill(config, default):
   if config.augment.augment_fill is not None:
     return tuple(config.augment.augment_fill)
@@ -86,7 +78,12 @@ def _augment_fill(config, default):
 
 
 def train_example_fn(config):
-  """Per-example training augmentation on a decoded uint8 crop -> normalised float32 image."""
+  """Per-example host augmentation of a decoded uint8 crop: flip, then AutoAugment or RandAugment.
+
+  The output stays uint8: PCA lighting, normalisation, random erasing, mixup/CutMix and label
+  smoothing are arithmetic on whole batches and run on the accelerators inside the train step
+  (`vit_jax_stems.train.device_augment`), which keeps the host CPU, the input's bottleneck, free.
+  """
   aug = config.augment
   ra_spec = auto_augment.parse_randaugment(aug.randaugment) if aug.randaugment else None
   if aug.autoaugment and ra_spec:
@@ -94,8 +91,8 @@ def train_example_fn(config):
 
   def fn(example):
     image = example['image']
-    flip_seed, policy_seed, lighting_seed, erasing_seed = tf.unstack(
-        tf.random.experimental.stateless_split(fold_seed(0, example['seed'][0], example['seed'][1]), 4))
+    flip_seed, policy_seed = tf.unstack(
+        tf.random.experimental.stateless_split(fold_seed(0, example['seed'][0], example['seed'][1]), 2))
     if aug.flip:
       image = tf.image.stateless_random_flip_left_right(image, flip_seed)
     if aug.autoaugment:
@@ -103,31 +100,20 @@ def train_example_fn(config):
     elif ra_spec:
       mean_fill = tuple(min(255, round(255 * m)) for m in config.mean)  # timm/DeiT `img_mean` hparam
       image = auto_augment.rand_augment(image, policy_seed, ra_spec, fill=_augment_fill(config, mean_fill))
-    image = tf.cast(image, tf.float32) / 255.0
-    if aug.pca_lighting_std > 0:
-      image = lighting.pca_lighting(image, lighting_seed, aug.pca_lighting_std)
-    image = _normalize(image, config)
-    if aug.random_erasing_prob > 0:
-      image = random_erasing.random_erasing(image, erasing_seed, aug.random_erasing_prob)
     return {'image': image, 'label': example['label'], 'ok': example['ok'], 'tfds_id': example['tfds_id']}
   return fn
 
 
-def train_batch_fn(config, num_classes: int, seed: int, process_index: int):
-  """Per-batch: refill bad slots, smoothed one-hot targets, then mixup/CutMix seeded by the step."""
-  aug = config.augment
+def refill_bad_slots(batch):
+  """Fills the slots of undecodable records with the batch's first good example (same shapes, same count)."""
+  ok = batch['ok']
 
-  def fn(step, batch):
-    ok = batch['ok']
+  def refill():
     first_ok = tf.argmax(tf.cast(ok, tf.int32), output_type=tf.int32)
     source = tf.where(ok, tf.range(tf.shape(ok)[0]), first_ok)
-    images = tf.gather(batch['image'], source)
-    targets = mixing.smooth_one_hot(tf.gather(batch['label'], source), num_classes, aug.label_smoothing)
-    images, targets = mixing.mix_batch(
-        images, targets, fold_seed(seed, _TAG_MIX, process_index, step), mixup_alpha=aug.mixup_alpha,
-        cutmix_alpha=aug.cutmix_alpha, switch_prob=aug.mix_switch_prob)
-    return {'image': images, 'labels': targets, 'ok': ok, 'tfds_id': batch['tfds_id']}
-  return fn
+    return tf.gather(batch['image'], source), tf.gather(batch['label'], source)
+  images, labels = tf.cond(tf.reduce_all(ok), lambda: (batch['image'], batch['label']), refill)
+  return {**batch, 'image': images, 'label': labels}
 
 
 def make_train_dataset(config, *, global_batch_size: int, seed: int, start_step: int = 0,
@@ -136,7 +122,7 @@ def make_train_dataset(config, *, global_batch_size: int, seed: int, start_step:
   if start_step < 0:
     raise ValueError(f'start_step must be >= 0, got {start_step}.')
   builder = datasets.get_builder(config)
-  num_classes = datasets.check_features(builder, config)
+  datasets.check_features(builder, config)
   process_index, process_count = datasets.process_index_and_count(process_index, process_count)
   local_batch = datasets.local_batch_size(global_batch_size, process_count)
   split = tfds.split_for_jax_process(config.train_split, process_index=process_index, process_count=process_count)
@@ -171,8 +157,7 @@ def make_train_dataset(config, *, global_batch_size: int, seed: int, start_step:
   ds = _decode_or_flag(ds, crop, tf.zeros([size, size, 3], tf.uint8))
   ds = ds.map(train_example_fn(config), num_parallel_calls=tf.data.AUTOTUNE)
   ds = ds.batch(local_batch, drop_remainder=True)
-  ds = tf.data.Dataset.zip(tf.data.Dataset.range(start_step, _INT64_MAX), ds)
-  ds = ds.map(train_batch_fn(config, num_classes, seed, process_index), num_parallel_calls=tf.data.AUTOTUNE)
+  ds = ds.map(refill_bad_slots, num_parallel_calls=tf.data.AUTOTUNE)
   return ds.prefetch(config.prefetch)
 
 
@@ -190,14 +175,15 @@ def make_eval_dataset(config, *, split: str | None = None, global_batch_size: in
   size = config.image_size
 
   def preprocess(example):
-    return decode.decode_resize_center_crop(example['image'], size=size, crop_pct=config.crop_pct,
-                                            method=config.interpolation, antialias=config.antialias)
-  ds = _decode_or_flag(_read(builder, local_split, config), preprocess, tf.zeros([size, size, 3]))
-  ds = ds.map(lambda ex: {'image': _normalize(ex['image'] / 255.0, config), 'label': ex['label'],
+    return tf.cast(decode.decode_resize_center_crop(example['image'], size=size, crop_pct=config.crop_pct,
+                                                    method=config.interpolation, antialias=config.antialias),
+                   tf.uint8)
+  ds = _decode_or_flag(_read(builder, local_split, config), preprocess, tf.zeros([size, size, 3], tf.uint8))
+  ds = ds.map(lambda ex: {'image': tf.cast(ex['image'], tf.uint8), 'label': ex['label'],
                           'mask': ex['ok'], 'real': tf.constant(True), 'tfds_id': ex['tfds_id']},
               num_parallel_calls=tf.data.AUTOTUNE)
   padding = tf.data.Dataset.from_tensors({
-      'image': tf.zeros([size, size, 3]), 'label': tf.constant(0, tf.int32), 'mask': tf.constant(False),
+      'image': tf.zeros([size, size, 3], tf.uint8), 'label': tf.constant(0, tf.int32), 'mask': tf.constant(False),
       'real': tf.constant(False), 'tfds_id': tf.constant('')})
   ds = ds.concatenate(padding.repeat(num_batches * local_batch - local_examples))
   ds = ds.batch(local_batch, drop_remainder=True).prefetch(config.prefetch)
@@ -222,7 +208,10 @@ class _BadRecordLog:
 
 
 class TrainIterator(_BadRecordLog):
-  """Endless iterator of per-process numpy batches {'image': f32 (b, H, W, 3), 'labels': f32 (b, classes)}."""
+  """Endless iterator of per-process numpy batches {'image': uint8 (b, H, W, 3), 'label': int32 (b,)}.
+
+  The train step finishes the augmentation on the device (`vit_jax_stems.train.device_augment`).
+  """
 
   def __init__(self, dataset: tf.data.Dataset, start_step: int):
     super().__init__()
@@ -246,7 +235,7 @@ class TrainIterator(_BadRecordLog):
 
 
 class EvalIterator(_BadRecordLog):
-  """One pass of per-process numpy batches {'image', 'label' int32, 'mask' bool}; len() = batches."""
+  """One pass of per-process numpy batches {'image' uint8, 'label' int32, 'mask' bool}; len() = batches."""
 
   def __init__(self, dataset: tf.data.Dataset, num_batches: int, num_examples: int):
     super().__init__()

@@ -2,16 +2,21 @@
 
   python -m vit_jax_stems.data.visualize --out grid.png [--name=mnist5k --data_dir=...] [--image_size=64]
 
+Training rows go through both halves of the augmentation: the host pipeline (uint8) and then the
+train step's device half (`vit_jax_stems.train.device_augment`, run here on the CPU with JAX).
+
 One row per setting, the same examples in every column (same seed): eval preprocessing; random
 resized crop + flip; + RandAugment (rand-m9-mstd0.5-inc1); + AutoAugment v0; mixup only; CutMix only;
 the full ConViT/DeiT recipe (with random erasing). Under each tile, the two largest target classes.
 """
 from absl import app
 from absl import flags
+import jax
 import numpy as np
 from PIL import Image, ImageDraw
 
 from vit_jax_stems import data
+from vit_jax_stems.train import device_augment
 
 _OUT = flags.DEFINE_string('out', 'grid.png', 'PNG file to write.')
 _NAME = flags.DEFINE_string('name', 'mnist5k', 'TFDS dataset.')
@@ -43,8 +48,19 @@ def rows_of_configs(base):
 
 
 def to_uint8(images, config):
-  images = images * np.array(config.std) + np.array(config.mean)
+  """Normalised float images back to displayable uint8."""
+  images = np.asarray(images) * np.array(config.std) + np.array(config.mean)
   return (np.clip(images, 0, 1) * 255).astype(np.uint8)
+
+
+def train_batch(config, cols: int):
+  """A training batch after the host and the device halves of the augmentation: (uint8 images, soft targets)."""
+  batch = next(data.make_train_iterator(config, global_batch_size=cols, seed=0, process_index=0, process_count=1))
+  config = config.copy_and_resolve_references()
+  config.augment.mix_group_size = cols
+  augment = device_augment.DeviceAugment.from_config(config, num_classes=data.get_dataset_info(config).num_classes)
+  images, targets = jax.jit(augment)(batch['image'], batch['label'], jax.random.key(0))
+  return to_uint8(images, config), np.asarray(targets)
 
 
 def make_grid(base, cols: int) -> Image.Image:
@@ -57,14 +73,14 @@ def make_grid(base, cols: int) -> Image.Image:
     draw.text((4, y + size // 2), title, fill='black')
     if is_eval:
       batch = next(data.make_eval_iterator(config, global_batch_size=cols, process_index=0, process_count=1))
-      labels = [f"{l}" for l in batch['label']]
+      images, labels = batch['image'], [f"{l}" for l in batch['label']]
     else:
-      batch = next(data.make_train_iterator(config, global_batch_size=cols, seed=0, process_index=0, process_count=1))
+      images, targets = train_batch(config, cols)
       labels = []
-      for target in batch['labels']:
+      for target in targets:
         top = np.argsort(-target)[:2]
         labels.append(' '.join(f'{c}:{target[c]:.2f}' for c in top))
-    for c, image in enumerate(to_uint8(batch['image'], config)):
+    for c, image in enumerate(images):
       x = title_w + c * (size + 4)
       grid.paste(Image.fromarray(image), (x, y))
       draw.text((x, y + size), labels[c], fill='black')

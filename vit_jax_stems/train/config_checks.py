@@ -78,6 +78,12 @@ def check(config, *, num_devices=None, num_processes=None, model_names=None, spe
   _require(config.eval_batch_size % num_devices == 0, 'eval_batch_size',
            f'{config.eval_batch_size} is not divisible by the {num_devices} devices.')
   del num_processes  # devices are a multiple of processes, so the checks above cover them.
+  aug = config.data.augment
+  if aug.get('mixup_alpha', 0) > 0 or aug.get('cutmix_alpha', 0) > 0:
+    group = aug.get('mix_group_size', 0)
+    _require(group >= 1 and micro % group == 0, 'data.augment.mix_group_size',
+             f'{group} examples share one mixup/CutMix draw, so it must divide the per-step batch {micro} '
+             '(batch_size / accum_steps); change either.')
 
   sharding.mesh_shape(config.mesh, num_devices)
   sharding.check_rules(config.sharding_rules)

@@ -24,7 +24,7 @@ class Evaluator:
     self.split = split
     self.batch_size = batch_size
     self.batch_sharding = sharding.batch_sharding(mesh)
-    self._step = jax.jit(steps.make_eval_step(model))
+    self._step = jax.jit(steps.make_eval_step(model, data_cfg.mean, data_cfg.std))
 
   def __call__(self, variables_by_name):
     """{name: variables} -> {f'{name}_top1', f'{name}_top5'} and 'eval_count'."""

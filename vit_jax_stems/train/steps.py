@@ -7,11 +7,19 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from vit_jax_stems.train import device_augment
 from vit_jax_stems.train import ema as ema_lib
 
+# Folded into the step's key for the on-device augmentation (the step's key itself drives dropout).
+_AUGMENT_STREAM = 1
 
-def make_train_step(model, tx, lr_schedule, plan, ema_cfg):
-  """train_step(state, batch) -> (state, metrics); pure, jitted by the caller."""
+
+def make_train_step(model, tx, lr_schedule, plan, ema_cfg, augment: device_augment.DeviceAugment):
+  """train_step(state, batch) -> (state, metrics); pure, jitted by the caller.
+
+  `batch` is the host's {'image': uint8 (B, H, W, 3), 'label': int (B,)}; `augment` turns it into
+  normalised, mixed images and soft targets inside the step (see device_augment).
+  """
   ema_rate = None
   if ema_cfg.enabled:
     ema_rate = ema_lib.ema_rate(alpha=ema_cfg.alpha, batch_size=plan.micro_batch * plan.accum,
@@ -21,15 +29,16 @@ def make_train_step(model, tx, lr_schedule, plan, ema_cfg):
   def train_step(state, batch):
     step = state['step']
     rng = jax.random.fold_in(state['rng'], step)
+    images, targets = augment(batch['image'], batch['label'], jax.random.fold_in(rng, _AUGMENT_STREAM))
 
     def loss_fn(params):
       variables = {'params': params}
       if state['batch_stats']:
         variables['batch_stats'] = state['batch_stats']
-      (logits, _), updates = model.apply(variables, batch['image'], train=True,
+      (logits, _), updates = model.apply(variables, images, train=True,
                                          mutable=['batch_stats'], rngs={'dropout': rng})
       logits = logits.astype(jnp.float32)
-      loss = jnp.mean(optax.softmax_cross_entropy(logits, batch['labels']))
+      loss = jnp.mean(optax.softmax_cross_entropy(logits, targets))
       return loss, (logits, updates.get('batch_stats', {}))
 
     (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
@@ -51,7 +60,7 @@ def make_train_step(model, tx, lr_schedule, plan, ema_cfg):
     grad_norm = optax.global_norm(grads)
     out = {
         'loss': loss,
-        'accuracy': jnp.mean(jnp.argmax(logits, -1) == jnp.argmax(batch['labels'], -1)),
+        'accuracy': jnp.mean(jnp.argmax(logits, -1) == jnp.argmax(targets, -1)),
         'grad_norm': grad_norm,
         'lr': lr_schedule(opt_step),
         'finite': jnp.isfinite(loss) & jnp.isfinite(grad_norm),
@@ -61,11 +70,15 @@ def make_train_step(model, tx, lr_schedule, plan, ema_cfg):
   return train_step
 
 
-def make_eval_step(model):
-  """eval_step(variables, batch) -> {'top1', 'top5', 'count'} sums over the batch (pure)."""
+def make_eval_step(model, mean, std):
+  """eval_step(variables, batch) -> {'top1', 'top5', 'count'} sums over the batch (pure).
+
+  `batch` is {'image': uint8, 'label', 'mask'}; images are normalised with (mean, std) here.
+  """
 
   def eval_step(variables, batch):
-    logits, _ = model.apply(variables, batch['image'], train=False)
+    images = device_augment.normalize_uint8(batch['image'], mean, std)
+    logits, _ = model.apply(variables, images, train=False)
     logits = logits.astype(jnp.float32)
     label = batch['label']
     mask = batch['mask'].astype(jnp.float32)

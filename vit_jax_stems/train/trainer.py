@@ -24,6 +24,7 @@ from vit_jax_stems.train import metrics
 from vit_jax_stems.train import optimizer as optimizer_lib
 from vit_jax_stems.train import pretrained
 from vit_jax_stems.train import sharding
+from vit_jax_stems.train import device_augment
 from vit_jax_stems.train import steps
 from vit_jax_stems.train import train_state
 
@@ -130,7 +131,8 @@ def train_and_evaluate(config, workdir):
 
   # ------------------------------------------------------------------ Update step
   train_step = jax.jit(
-      steps.make_train_step(model, tx, lr_schedule, plan, config.ema),
+      steps.make_train_step(model, tx, lr_schedule, plan, config.ema,
+                            device_augment.DeviceAugment.from_config(config.data, info.num_classes)),
       in_shardings=(state_shardings, batch_sharding),
       out_shardings=(state_shardings, replicated),
       donate_argnums=(0,))
