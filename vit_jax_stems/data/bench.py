@@ -6,6 +6,11 @@ Writes generated ~500x375 quality-90 JPEGs in the ILSVRC2012 tar layout to a tem
 prepares them with TFDS's own imagenet2012 builder, then times the real train and eval iterators
 (tf.data uses every core it may). Prints images/s, images/s per core and the cores needed to feed
 --device_rate images/s. On a shared machine the figures are a lower bound: the load average is printed.
+
+The host pipeline ends at uint8 batches; lighting, normalisation, erasing and mixup/CutMix run in
+the train step on the accelerators (`vit_jax_stems.train.device_augment`) and cost no host CPU.
+A peer measured in the same run, the same pipeline with every augmentation off (decode fused with
+the random crop, resize, batch), shows what the recipe's augmentations cost on top of decoding.
 """
 import os
 import tempfile
@@ -68,13 +73,23 @@ def main(argv):
 
   train = data.make_train_iterator(config, global_batch_size=_BATCH.value, seed=0, process_index=0, process_count=1)
   train_rates = time_batches(train, _TRAIN_BATCHES.value)
+  del train  # stop its background threads before timing the next pipeline
+  bare = config.copy_and_resolve_references()
+  bare.augment.flip = bare.augment.autoaugment = False
+  bare.augment.randaugment = None
+  bare.augment.repeated_augmentation = 1
+  decode_only = data.make_train_iterator(bare, global_batch_size=_BATCH.value, seed=0, process_index=0, process_count=1)
+  decode_rates = time_batches(decode_only, _TRAIN_BATCHES.value)
+  del decode_only
   ev = data.make_eval_iterator(config, global_batch_size=_BATCH.value, process_index=0, process_count=1)
   eval_rates = time_batches(ev, len(ev) - 1, warmup=1)
   print(f'load average after: {os.getloadavg()}')
-  for name, (rate, per_cpu_second) in (('train', train_rates), ('eval', eval_rates)):
-    print(f'{name}: {rate:8.1f} images/s wall on {n_cores} cores = {rate / n_cores:7.1f} images/s per core (wall); '
+  rows = (('train', train_rates), ('train peer: decode+crop only', decode_rates), ('eval', eval_rates))
+  for name, (rate, per_cpu_second) in rows:
+    print(f'{name:29s} {rate:8.1f} images/s wall on {n_cores} cores = {rate / n_cores:7.1f} images/s per core (wall); '
           f'{per_cpu_second:7.1f} images per CPU-second; '
           f'{int(np.ceil(_DEVICE_RATE.value / per_cpu_second))} cores to feed {_DEVICE_RATE.value:.0f} images/s')
+  print(f'recipe augmentations cost {decode_rates[1] / train_rates[1]:.2f}x the CPU time of decode+crop alone')
 
 
 if __name__ == '__main__':
