@@ -44,7 +44,9 @@ def test_fused_jpeg_crop_equals_decode_then_crop():
   Image.fromarray(image).save(jpeg, format='JPEG', quality=90)
   encoded = tf.constant(jpeg.getvalue())
   window = tf.constant([10, 20, 40, 50])
-  fused = decode.decode_window(encoded, window).numpy()
+  fused, used, shape = decode.decode_window(encoded, lambda shape: window)
+  fused = fused.numpy()
+  assert used.numpy().tolist() == [10, 20, 40, 50] and shape.numpy().tolist() == [80, 100]
   full = tf.io.decode_jpeg(encoded, channels=3).numpy()[10:50, 20:70]
   assert fused.shape == (40, 50, 3)
   diff = np.abs(fused.astype(int) - full.astype(int))
