@@ -17,8 +17,8 @@ Determinism and resume (the stream is a pure function of seed, process and step)
 No iterator state needs to go into checkpoints: the step number is enough.
 
 Bad records (corrupt or truncated images) are skipped and counted, never a crash and never silent:
-decoding runs per example inside a one-element dataset with ignore_errors, so a failure yields a
-flagged placeholder; in training the placeholder's slot in the batch is filled with a copy of the
+decoding runs in chunks of examples inside an inner dataset with ignore_errors, and the slots that
+do not come back get a flagged placeholder; in training the placeholder's slot in the batch is filled with a copy of the
 first good example of the same batch (shapes, batch composition and the resume arithmetic stay
 fixed), in eval its mask is False. The Python iterators count them (`num_bad_records`), keep their
 TFDS ids (`bad_record_ids`) and log a warning naming each; a batch with no good example raises.
@@ -60,15 +60,37 @@ def _read(builder, split, config) -> tf.data.Dataset:
   return ds.cache() if config.cache else ds
 
 
+# Examples decoded together in one inner dataset by _decode_or_flag: amortises the cost of creating
+# that dataset (~0.3 ms of CPU per example when it held one example) while keeping batches small.
+_DECODE_CHUNK = 32
+
+
 def _decode_or_flag(ds: tf.data.Dataset, decode_fn, placeholder_image) -> tf.data.Dataset:
-  """Maps decode_fn over examples in parallel, in order; a failing example becomes ok=False with placeholder_image."""
-  def one(example):
-    good = tf.data.Dataset.from_tensors(example).map(
-        lambda ex: {**ex, 'image': decode_fn(ex), 'ok': tf.constant(True)}).ignore_errors()
-    bad = tf.data.Dataset.from_tensors({**example, 'image': placeholder_image, 'ok': tf.constant(False)})
-    return good.concatenate(bad).take(1)
-  return ds.interleave(one, cycle_length=tf.data.AUTOTUNE, block_length=1,
-                       num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+  """Maps decode_fn over examples in parallel, in order; a failing example becomes ok=False with placeholder_image.
+
+  Examples go in chunks of _DECODE_CHUNK through an inner `map(...).ignore_errors()` that tags each
+  decoded image with its slot in the chunk; the slots that come back missing are the undecodable
+  records and get the placeholder, so every example keeps its position in the stream. Chunks are
+  decoded in parallel by `interleave` and come out in order (deterministic, block = chunk).
+  decode_fn must return images of one static shape, that of placeholder_image.
+  """
+  def decode_chunk(chunk):
+    n = tf.shape(chunk['label'])[0]
+    slots = tf.data.Dataset.from_tensor_slices({**chunk, '_slot': tf.range(n)})
+    good = slots.map(lambda ex: (ex['_slot'], tf.ensure_shape(decode_fn(ex), placeholder_image.shape)))
+    good = good.ignore_errors().batch(_DECODE_CHUNK)
+    none_good = tf.data.Dataset.from_tensors((tf.zeros([0], tf.int32), placeholder_image[None][:0]))
+    good = good.concatenate(none_good).take(1)  # a chunk in which nothing decodes still yields one element
+
+    def fill(good_slots, good_images):
+      where = good_slots[:, None]
+      images = tf.tensor_scatter_nd_update(tf.tile(placeholder_image[None], [n, 1, 1, 1]), where, good_images)
+      ok = tf.scatter_nd(where, tf.ones_like(good_slots, tf.bool), [n])
+      return {**chunk, 'image': images, 'ok': ok}
+    return good.map(fill).unbatch()
+  return ds.batch(_DECODE_CHUNK).interleave(
+      decode_chunk, cycle_length=tf.data.AUTOTUNE, block_length=_DECODE_CHUNK,
+      num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
 
 def _augment_fill(config, default):
