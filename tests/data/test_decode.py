@@ -93,3 +93,16 @@ def test_random_resized_crop_is_resize_of_the_sampled_window(fmt, method, antial
 def test_unknown_method_fails_early():
   with pytest.raises(ValueError, match='interpolation'):
     decode.decode_resize_center_crop(tf.constant(b''), size=8, crop_pct=0.875, method='area', antialias=True)
+
+
+@pytest.mark.parametrize('method', ['bilinear', 'bicubic'])
+@pytest.mark.parametrize('in_hw,out_hw,translation', [((37, 50), (16, 24), (0.0, 0.0)), ((50, 37), (23, 17), (-3.7, 1.25)),
+                                                      ((9, 13), (20, 16), (0.5, -2.0))])
+def test_scale_and_translate_in_row_passes_is_the_op_bit_for_bit(method, in_hw, out_hw, translation):
+  image = tf.constant(np.random.RandomState(3).randint(0, 256, in_hw + (3,)), tf.uint8)
+  scale = tf.constant([out_hw[0] / in_hw[0] * 0.9, out_hw[1] / in_hw[1] * 1.1], tf.float32)
+  kernel = {'bilinear': 'triangle', 'bicubic': 'keyscubic'}[method]
+  reference = tf.raw_ops.ScaleAndTranslate(images=image[None], size=out_hw, scale=scale, translation=translation,
+                                           kernel_type=kernel, antialias=True)[0]
+  out = decode.scale_and_translate(image, out_hw, scale, tf.constant(translation), method)
+  np.testing.assert_array_equal(out.numpy(), reference.numpy())
