@@ -83,6 +83,11 @@ RANDAUGMENT_OPS = (
     'contrast', 'brightness', 'sharpness', 'shear_x', 'shear_y', 'trans_x', 'trans_y')
 
 
+# Ops that are the identity at value 0 and costly enough to skip then (pycls v0 has rotate and
+# shear_y at level 0): PIL's transform with the identity matrix returns the image unchanged too.
+_GEOMETRIC = frozenset({'rotate', 'shear_x', 'shear_y', 'trans_x', 'trans_y'})
+
+
 def apply_op(image, name: str, level, sign, fill, posterize_min: int = 0):
   """One op at `level` in [0, 1] (may exceed 1 with timm 'mmax'); `sign` is +1 or -1."""
   fn, lo, hi, negate = _OPS[name]
@@ -93,6 +98,8 @@ def apply_op(image, name: str, level, sign, fill, posterize_min: int = 0):
     value = tf.maximum(value, posterize_min)
   elif name == 'posterize_inc':
     value = tf.minimum(value, 4 - posterize_min)
+  if name in _GEOMETRIC:
+    return tf.cond(tf.equal(value, 0.0), lambda: image, lambda: fn(image, value, fill))
   return fn(image, value, fill)
 
 
@@ -117,11 +124,12 @@ def auto_augment(image: tf.Tensor, seed: tf.Tensor, fill=(128, 128, 128)) -> tf.
   choice_seed, slots_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
   sub = tf.random.stateless_uniform([], choice_seed, 0, len(AUTOAUGMENT_V0), dtype=tf.int32)
 
-  def slot(i, image):  # a loop, not two copies, so the op branches are built (and optimised) once
+  # Two unrolled slots, not a tf.while_loop: each branch is now a call of a compiled kernel, so the
+  # graph stays small, and the loop's per-image control-flow cost goes.
+  for i in range(2):
     op_seed = tf.random.experimental.stateless_fold_in(slots_seed, i)
-    return i + 1, _apply_one_of(image, names, op_table[sub, i], level_table[sub, i], prob_table[sub, i],
-                                op_seed, fill, posterize_min=1)
-  _, image = tf.while_loop(lambda i, _: i < 2, slot, [tf.constant(0), image])
+    image = _apply_one_of(image, names, op_table[sub, i], level_table[sub, i], prob_table[sub, i],
+                          op_seed, fill, posterize_min=1)
   return image
 
 
@@ -159,8 +167,7 @@ def parse_randaugment(config_str: str) -> RandAugmentSpec:
 def rand_augment(image: tf.Tensor, seed: tf.Tensor, spec: RandAugmentSpec, fill=(128, 128, 128)):
   """timm RandAugment: `num_layers` ops drawn uniformly with replacement, each applied with `prob`."""
   names = RANDAUGMENT_INCREASING_OPS if spec.increasing else RANDAUGMENT_OPS
-
-  def layer(i, image):  # a loop, not num_layers copies, so the op branches are built once
+  for i in range(spec.num_layers):  # unrolled, as in auto_augment
     layer_seed = tf.random.experimental.stateless_fold_in(seed, i)
     choice_seed, magnitude_seed, op_seed = tf.unstack(tf.random.experimental.stateless_split(layer_seed, 3))
     op_index = tf.random.stateless_uniform([], choice_seed, 0, len(names), dtype=tf.int32)
@@ -171,6 +178,5 @@ def rand_augment(image: tf.Tensor, seed: tf.Tensor, spec: RandAugmentSpec, fill=
       magnitude += spec.magnitude_std * tf.random.stateless_normal([], magnitude_seed)
     magnitude = tf.clip_by_value(magnitude, 0.0, spec.magnitude_max)
     # timm's posterize (no minimum) so that 'inc1' at m=10 can reach 0 bits as in timm.
-    return i + 1, _apply_one_of(image, names, op_index, magnitude / 10.0, spec.prob, op_seed, fill, 0)
-  _, image = tf.while_loop(lambda i, _: i < spec.num_layers, layer, [tf.constant(0), image])
+    image = _apply_one_of(image, names, op_index, magnitude / 10.0, spec.prob, op_seed, fill, 0)
   return image
