@@ -11,37 +11,55 @@ and "inc" transforms, except pycls keeps at least one bit in posterize).
 import dataclasses
 import math
 import re
-from typing import Callable
 
 import tensorflow as tf
 
 from vit_jax_stems.data import image_ops
 
-# op name -> (function of (image, signed value, fill), min, max, randomly negated). Ranges: pycls
-# `pycls/datasets/augment.py` OP_RANGES; timm `_*_level_to_arg` gives the same values for level = M / 10.
-_OPS: dict[str, tuple[Callable, float, float, bool]] = {
-    'auto_contrast': (lambda x, v, f: image_ops.auto_contrast(x), 0.0, 1.0, False),
-    'equalize': (lambda x, v, f: image_ops.equalize(x), 0.0, 1.0, False),
-    'invert': (lambda x, v, f: image_ops.invert(x), 0.0, 1.0, False),
-    'rotate': (image_ops.rotate, 0.0, 30.0, True),
-    'posterize': (lambda x, v, f: image_ops.posterize(x, tf.floor(v)), 0.0, 4.0, False),
-    'posterize_inc': (lambda x, v, f: image_ops.posterize(x, 4 - tf.floor(v)), 0.0, 4.0, False),
-    'solarize': (lambda x, v, f: image_ops.solarize(x, tf.floor(v)), 0.0, 256.0, False),
-    'solarize_inc': (lambda x, v, f: image_ops.solarize(x, 256 - tf.floor(v)), 0.0, 256.0, False),
-    'solarize_add': (lambda x, v, f: image_ops.solarize_add(x, tf.floor(v)), 0.0, 110.0, False),
-    'color': (lambda x, v, f: image_ops.color(x, v), 0.1, 1.9, False),
-    'contrast': (lambda x, v, f: image_ops.contrast(x, v), 0.1, 1.9, False),
-    'brightness': (lambda x, v, f: image_ops.brightness(x, v), 0.1, 1.9, False),
-    'sharpness': (lambda x, v, f: image_ops.sharpness(x, v), 0.1, 1.9, False),
-    'color_inc': (lambda x, v, f: image_ops.color(x, 1 + v), 0.0, 0.9, True),
-    'contrast_inc': (lambda x, v, f: image_ops.contrast(x, 1 + v), 0.0, 0.9, True),
-    'brightness_inc': (lambda x, v, f: image_ops.brightness(x, 1 + v), 0.0, 0.9, True),
-    'sharpness_inc': (lambda x, v, f: image_ops.sharpness(x, 1 + v), 0.0, 0.9, True),
-    'shear_x': (image_ops.shear_x, 0.0, 0.3, True),
-    'shear_y': (image_ops.shear_y, 0.0, 0.3, True),
-    'trans_x': (image_ops.translate_x, 0.0, 0.45, True),  # fraction of the width (timm TranslateXRel)
-    'trans_y': (image_ops.translate_y, 0.0, 0.45, True),
+@dataclasses.dataclass(frozen=True)
+class _Op:
+  """A policy op: the image_ops op it runs and how a level in [0, 1] becomes that op's argument.
+
+  value = level * (hi - lo) + lo, negated on a coin flip if `negate`; floored if `integer`; then
+  argument = offset + scale * value (the timm/pycls "inc" variants count down from offset).
+  """
+  image_op: str
+  lo: float
+  hi: float
+  negate: bool = False
+  integer: bool = False
+  offset: float = 0.0
+  scale: float = 1.0
+
+
+# Ranges: pycls `pycls/datasets/augment.py` OP_RANGES; timm `_*_level_to_arg` gives the same values
+# for level = M / 10.
+_OPS: dict[str, _Op] = {
+    'auto_contrast': _Op('auto_contrast', 0.0, 1.0),
+    'equalize': _Op('equalize', 0.0, 1.0),
+    'invert': _Op('invert', 0.0, 1.0),
+    'rotate': _Op('rotate', 0.0, 30.0, negate=True),
+    'posterize': _Op('posterize', 0.0, 4.0, integer=True),
+    'posterize_inc': _Op('posterize', 0.0, 4.0, integer=True, offset=4.0, scale=-1.0),
+    'solarize': _Op('solarize', 0.0, 256.0, integer=True),
+    'solarize_inc': _Op('solarize', 0.0, 256.0, integer=True, offset=256.0, scale=-1.0),
+    'solarize_add': _Op('solarize_add', 0.0, 110.0, integer=True),
+    'color': _Op('color', 0.1, 1.9),
+    'contrast': _Op('contrast', 0.1, 1.9),
+    'brightness': _Op('brightness', 0.1, 1.9),
+    'sharpness': _Op('sharpness', 0.1, 1.9),
+    'color_inc': _Op('color', 0.0, 0.9, negate=True, offset=1.0),
+    'contrast_inc': _Op('contrast', 0.0, 0.9, negate=True, offset=1.0),
+    'brightness_inc': _Op('brightness', 0.0, 0.9, negate=True, offset=1.0),
+    'sharpness_inc': _Op('sharpness', 0.0, 0.9, negate=True, offset=1.0),
+    'shear_x': _Op('shear_x', 0.0, 0.3, negate=True),
+    'shear_y': _Op('shear_y', 0.0, 0.3, negate=True),
+    'trans_x': _Op('translate_x', 0.0, 0.45, negate=True),  # fraction of the width (timm TranslateXRel)
+    'trans_y': _Op('translate_y', 0.0, 0.45, negate=True),
 }
+# Identity at value 0, and then skipped: pycls v0 has rotate and shear_y at level 0 (PIL's transform
+# with the identity matrix returns the same pixels).
+_GEOMETRIC = frozenset({'rotate', 'shear_x', 'shear_y', 'trans_x', 'trans_y'})
 
 # AutoAugment ImageNet "policy v0" (TPU EfficientNet autoaugment.py), as (op, probability, level in
 # [0, 1]); transcribed from pycls `augment.py` AUTOAUG_POLICY (= timm auto_augment_policy_v0 with M/10).
@@ -83,33 +101,47 @@ RANDAUGMENT_OPS = (
     'contrast', 'brightness', 'sharpness', 'shear_x', 'shear_y', 'trans_x', 'trans_y')
 
 
-# Ops that are the identity at value 0 and costly enough to skip then (pycls v0 has rotate and
-# shear_y at level 0): PIL's transform with the identity matrix returns the image unchanged too.
-_GEOMETRIC = frozenset({'rotate', 'shear_x', 'shear_y', 'trans_x', 'trans_y'})
+def _op_call(names, index, level, sign, posterize_min):
+  """(image_ops op index, argument) for names[index] at `level` with `sign` (+1 or -1).
+
+  index may be a tensor: per-op constants are looked up in tables, so no TF control flow is needed
+  (a tf.switch_case over the ops costs ~0.3 ms per image, see image_ops).
+  """
+  def table(field, dtype=tf.float32):
+    return tf.gather(tf.constant([field(_OPS[n]) for n in names], dtype), index)
+
+  value = tf.cast(level, tf.float32) * table(lambda o: o.hi - o.lo) + table(lambda o: o.lo)
+  value = tf.where(table(lambda o: o.negate, tf.bool), value * sign, value)
+  # pycls POSTERIZE_MIN (AutoAugment keeps >= 1 bit); 0 for timm's RandAugment.
+  value = tf.where(tf.equal(index, _index_or(names, 'posterize')), tf.maximum(value, posterize_min), value)
+  value = tf.where(tf.equal(index, _index_or(names, 'posterize_inc')), tf.minimum(value, 4 - posterize_min), value)
+  value = tf.where(table(lambda o: o.integer, tf.bool), tf.floor(value), value)
+  op = table(lambda o: image_ops.OPS.index(o.image_op), tf.int32)
+  op = tf.where(tf.equal(value, 0.0) & _in(names, index, _GEOMETRIC), 0, op)  # identity: skip
+  return op, table(lambda o: o.offset) + table(lambda o: o.scale) * value
+
+
+def _index_or(names, name):
+  return names.index(name) if name in names else -1
+
+
+def _in(names, index, subset):
+  return tf.gather(tf.constant([n in subset for n in names]), index)
 
 
 def apply_op(image, name: str, level, sign, fill, posterize_min: int = 0):
   """One op at `level` in [0, 1] (may exceed 1 with timm 'mmax'); `sign` is +1 or -1."""
-  fn, lo, hi, negate = _OPS[name]
-  value = tf.cast(level, tf.float32) * (hi - lo) + lo
-  if negate:
-    value = value * sign
-  if name == 'posterize':
-    value = tf.maximum(value, posterize_min)
-  elif name == 'posterize_inc':
-    value = tf.minimum(value, 4 - posterize_min)
-  if name in _GEOMETRIC:
-    return tf.cond(tf.equal(value, 0.0), lambda: image, lambda: fn(image, value, fill))
-  return fn(image, value, fill)
+  op, arg = _op_call((name,), 0, level, sign, posterize_min)
+  return image_ops.apply(image, op, arg, fill)
 
 
 def _apply_one_of(image, names, op_index, level, prob, seed, fill, posterize_min):
   """Applies names[op_index] with probability prob, negating the value on a coin flip."""
   apply_seed, sign_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
   sign = tf.where(tf.random.stateless_uniform([], sign_seed) > 0.5, -1.0, 1.0)
-  branches = [lambda n=n: apply_op(image, n, level, sign, fill, posterize_min) for n in names]
-  return tf.cond(tf.random.stateless_uniform([], apply_seed) < prob,
-                 lambda: tf.switch_case(op_index, branches), lambda: image)
+  op, arg = _op_call(names, op_index, level, sign, posterize_min)
+  op = tf.where(tf.random.stateless_uniform([], apply_seed) < prob, op, 0)  # 0: identity
+  return image_ops.apply(image, op, arg, fill)
 
 
 def auto_augment(image: tf.Tensor, seed: tf.Tensor, fill=(128, 128, 128)) -> tf.Tensor:

@@ -3,33 +3,85 @@
 Each op takes a uint8 (H, W, 3) tensor and returns one of the same shape and dtype, and follows the
 PIL function that pycls (`pycls/datasets/augment.py`) and timm (`timm/data/auto_augment.py`) call, so
 that the policies mean the same here. Arithmetic follows Pillow's C code (libImaging Blend.c,
-Convert.c, Filter.c, Geometry.c and ImageOps/ImageEnhance), so most ops give PIL's exact pixels.
+Convert.c, Filter.c, Geometry.c, and ImageOps/ImageEnhance), so most ops give PIL's exact pixels.
 
-Speed (these run per training image on the host, inside tf.data): a TF graph of whole-image ops pays
-a pass over memory per op, and some TF kernels are slow per element (tf.where ~1.1 ms, tf.gather
-~0.7 ms, ImageProjectiveTransformV3 ~1.7 ms for 224x224x3). So every op except the cheapest bitwise
-ones is one XLA-compiled kernel (`tf.function(jit_compile=True)`, the CPU JIT that ships with TF,
-compiled once per image shape and process), which fuses the per-pixel arithmetic into a single
-vectorised pass. What XLA's CPU code does badly is kept out of the kernels: histograms (scatter) are
-TF ops, and per-row/column coordinate vectors of the geometric ops are computed by TF and passed in.
+Speed (these run per training image on the host, inside tf.data; CPU ms for 224x224x3 below). A
+graph of whole-image TF ops is slow here: each op is a pass over memory and some kernels are slow per
+element (tf.where ~1.1, tf.gather ~0.7, ImageProjectiveTransformV3 ~1.7). So each op's per-pixel
+work is one XLA-compiled kernel (`tf.function(jit_compile=True)`, TF's own CPU JIT, compiled once
+per image shape and process) that fuses it into a vectorised pass. What XLA's CPU code does badly
+stays in TF and enters a kernel as a small input: histograms (a scatter in XLA), LUTs that need
+double arithmetic without fused multiply-adds (XLA contracts a * b + c into an FMA, which rounds
+differently from Pillow), and per-row/column sample coordinates (XLA re-evaluates such small
+producers for every pixel of a gather). `apply` picks the op with one tf.switch_case whose branches
+are kernel calls: TF lowers it to Switch/Merge and walks every untaken node, so branches are kept
+small (~0.06 ms for the switch; one XLA conditional over all ops was dearer, XLA's CPU runtime
+pays ~0.02 ms per untaken branch).
 
-Known difference from PIL: geometric ops compute sample coordinates in 16.16 fixed point instead of
-double, which can move a value by one level where a coordinate falls within 2**-16 of a pixel
-boundary; timm/DeiT RandAugment also picks bicubic for geometric ops, these are bilinear (pycls).
+Known difference from PIL: geometric ops compute sample coordinates in 16.16 fixed point and blend in
+float32 instead of double, which moves a value by one level where the bilinear result is within
+about 2**-16 of an integer (<2% of values for PIL-exact "round" shears, far fewer for rotations);
+timm/DeiT RandAugment also picks bicubic for geometric ops, these are bilinear (as pycls).
 """
 import math
 
 import tensorflow as tf
 
-_xla = tf.function(jit_compile=True, autograph=False, reduce_retracing=True)
+# Ops of `apply`, by index. 'identity' is 0 so that a not-applied op can be expressed as op 0.
+OPS = ('identity', 'auto_contrast', 'equalize', 'invert', 'posterize', 'solarize', 'solarize_add',
+       'color', 'contrast', 'brightness', 'sharpness', 'rotate', 'shear_x', 'shear_y', 'translate_x',
+       'translate_y')
+_OP = {name: i for i, name in enumerate(OPS)}
+_GEOMETRIC = ('rotate', 'shear_x', 'shear_y', 'translate_x', 'translate_y')
+
+# Branches of `apply`: all geometric ops share one.
+_BRANCHES = OPS[:OPS.index('rotate')] + ('warp',)
+_BRANCH_OF_OP = tf.constant([_BRANCHES.index('warp' if n in _GEOMETRIC else n) for n in OPS], tf.int32)
+
+_FIXED = 65536  # 16.16 fixed point for sample coordinates
 
 
-def _floor_to_uint8(x: tf.Tensor) -> tf.Tensor:
+def apply(image: tf.Tensor, op, arg, fill=(128, 128, 128)) -> tf.Tensor:
+  """Applies OPS[op] with argument `arg` to a uint8 (H, W, 3) image; op and arg may be tensors.
+
+  arg is: posterize bits; solarize threshold; solarize_add addition (threshold 128); the blend
+  factor of color, contrast, brightness, sharpness; degrees for rotate; the shear factor; the
+  translation as a fraction of the width or height. It is unused by identity, auto_contrast,
+  equalize and invert. fill: RGB of pixels that geometric ops bring in from outside the image.
+  """
+  op = tf.convert_to_tensor(op, tf.int32)
+  arg = tf.cast(arg, tf.float32)
+  fill = tf.cast(tf.reshape(fill, [3]), tf.float32)
+
+  def warp():
+    height, width = tf.shape(image)[0], tf.shape(image)[1]
+    return _warp_kernel(image, *_sample_vectors(_affine_matrix(op, arg, height, width), height, width), fill)
+
+  branches = {
+      'identity': lambda: image,
+      'auto_contrast': lambda: _lut_kernel(image, _auto_contrast_lut(image)),
+      'equalize': lambda: _lut_kernel(image, _equalize_lut(image)),
+      'invert': lambda: tf.bitwise.invert(image),
+      'posterize': lambda: _posterize_kernel(image, arg),
+      'solarize': lambda: _solarize_kernel(image, arg),
+      'solarize_add': lambda: _solarize_add_kernel(image, arg),
+      'color': lambda: _color_kernel(image, arg),
+      'contrast': lambda: _contrast_kernel(image, arg),
+      'brightness': lambda: _brightness_kernel(image, arg),
+      'sharpness': lambda: _sharpness_kernel(image, arg),
+      'warp': warp,
+  }
+  return tf.switch_case(tf.gather(_BRANCH_OF_OP, op), [branches[name] for name in _BRANCHES])
+
+
+# --- per-pixel parts (inside the kernel) ---------------------------------------------------------
+
+def _floor_to_uint8(x):
   """C's (UINT8) cast of a float clipped to [0, 255], as Pillow does after blending."""
   return tf.cast(tf.clip_by_value(tf.floor(x), 0.0, 255.0), tf.uint8)
 
 
-def _blend(degenerate: tf.Tensor, image: tf.Tensor, factor: tf.Tensor) -> tf.Tensor:
+def _blend(degenerate, image, factor):
   """Image.blend(degenerate, image, factor) (Blend.c): float32 d + factor * (x - d), truncated and clipped.
 
   factor 0 gives degenerate, 1 the image, > 1 extrapolates. degenerate holds integer levels.
@@ -38,165 +90,73 @@ def _blend(degenerate: tf.Tensor, image: tf.Tensor, factor: tf.Tensor) -> tf.Ten
   return _floor_to_uint8(d + factor * (tf.cast(image, tf.float32) - d))
 
 
-def _luma(x: tf.Tensor) -> tf.Tensor:
+def _luma(x):
   """convert('L') of int32 RGB: ITU-R 601-2 in 16.16 fixed point, rounded (Convert.c L24)."""
   return tf.bitwise.right_shift(x[..., 0] * 19595 + x[..., 1] * 38470 + x[..., 2] * 7471 + 0x8000, 16)
 
 
-def identity(image, *_):
-  return image
-
-
-def auto_contrast(image: tf.Tensor) -> tf.Tensor:
-  """ImageOps.autocontrast (cutoff 0): per channel, stretch [min, max] to [0, 255] through a LUT."""
-  lo = tf.cast(tf.reduce_min(image, axis=[0, 1]), tf.float64)[:, None]
-  hi = tf.cast(tf.reduce_max(image, axis=[0, 1]), tf.float64)[:, None]
-  levels = tf.range(256, dtype=tf.float64)[None, :]
-  # ImageOps.autocontrast: scale = 255 / (hi - lo), offset = -lo * scale, int(level * scale + offset)
-  # in double. TF ops, not XLA: XLA's CPU compiler fuses the multiply-add into an FMA, which rounds
-  # differently (level 33 of [5, 243] gives 30 there, Python's 29.999999999999996 gives 29).
-  scale = 255.0 / tf.maximum(hi - lo, 1.0)
-  stretched = tf.clip_by_value(tf.floor(levels * scale + (-lo * scale)), 0.0, 255.0)
-  lut = tf.cast(tf.where(hi > lo, stretched, levels), tf.uint8)  # (3, 256); hi <= lo: identity
-  return _lookup(image, lut)
+def _xla(fn):
+  return tf.function(fn, jit_compile=True, autograph=False, reduce_retracing=True)
 
 
 def _apply_lut(image, lut):
   """image[..., c] -> lut[c, image[..., c]]; inside XLA a gather from a 768-entry table is cheap."""
-  index = tf.cast(image, tf.int32) + tf.constant([0, 256, 512])
-  return tf.gather(tf.reshape(lut, [-1]), index)
+  return tf.gather(tf.reshape(lut, [-1]), tf.cast(image, tf.int32) + tf.constant([0, 256, 512]))
 
 
-_lookup = _xla(_apply_lut)
-
-
-@_xla
-def _equalize(image, histogram):
-  # ImageOps.equalize, per channel: step = (pixels outside the last non-empty bin) // 255; with
-  # step 0 the channel is unchanged, else lut[v] = (n + step // 2) // step with n = pixels below v.
-  levels = tf.range(256)[None, :]
-  last = tf.reduce_max(tf.where(histogram > 0, levels, -1), axis=1, keepdims=True)
-  last_count = tf.reduce_sum(tf.where(levels == last, histogram, 0), axis=1, keepdims=True)
-  step = (tf.reduce_sum(histogram, axis=1, keepdims=True) - last_count) // 255
-  safe_step = tf.maximum(step, 1)
-  below = tf.cumsum(histogram, axis=1, exclusive=True)
-  lut = tf.where(step > 0, tf.minimum((below + safe_step // 2) // safe_step, 255), levels)
-  return _apply_lut(image, tf.cast(lut, tf.uint8))
-
-
-def _histograms(image: tf.Tensor) -> tf.Tensor:
-  """(3, 256) int32 per-channel histograms; TF's kernel, XLA's CPU scatter is slower."""
-  return tf.stack([tf.histogram_fixed_width(tf.cast(image[..., c], tf.float32), [0.0, 256.0], nbins=256)
-                   for c in range(3)])
-
-
-def equalize(image: tf.Tensor) -> tf.Tensor:
-  """ImageOps.equalize: per-channel histogram equalisation."""
-  return _equalize(image, _histograms(image))
-
-
-def invert(image: tf.Tensor) -> tf.Tensor:
-  """ImageOps.invert: 255 - x, which for uint8 is the bitwise complement."""
-  return tf.bitwise.invert(image)
-
-
-def posterize(image: tf.Tensor, bits) -> tf.Tensor:
+def _posterize(image, bits):
   """ImageOps.posterize: keep the `bits` most significant bits (0 bits gives black)."""
   shift = 8 - tf.clip_by_value(tf.cast(bits, tf.int32), 0, 8)
-  mask = tf.cast(tf.bitwise.bitwise_and(tf.bitwise.left_shift(255, shift), 255), tf.uint8)
-  return tf.bitwise.bitwise_and(image, mask)
+  return tf.cast(tf.bitwise.left_shift(tf.bitwise.right_shift(tf.cast(image, tf.int32), shift), shift), tf.uint8)
 
 
-@_xla
 def _solarize(image, threshold):
-  x = tf.cast(image, tf.int32)
-  return tf.cast(tf.where(x < threshold, x, 255 - x), tf.uint8)
-
-
-def solarize(image: tf.Tensor, threshold) -> tf.Tensor:
   """ImageOps.solarize: invert every value >= threshold (threshold 256 changes nothing)."""
-  return _solarize(image, tf.cast(threshold, tf.int32))
-
-
-@_xla
-def _solarize_add(image, addition, threshold):
   x = tf.cast(image, tf.int32)
-  return tf.cast(tf.where(x < threshold, tf.minimum(x + addition, 255), x), tf.uint8)
+  return tf.cast(tf.where(x < tf.cast(threshold, tf.int32), x, 255 - x), tf.uint8)
 
 
-def solarize_add(image: tf.Tensor, addition, threshold=128) -> tf.Tensor:
+def _solarize_add(image, addition, threshold=128):
   """timm solarize_add: add `addition` (saturating) to values below threshold."""
-  return _solarize_add(image, tf.cast(addition, tf.int32), tf.cast(threshold, tf.int32))
+  x = tf.cast(image, tf.int32)
+  return tf.cast(tf.where(x < threshold, tf.minimum(x + tf.cast(addition, tf.int32), 255), x), tf.uint8)
 
 
-@_xla
 def _color(image, factor):
-  gray = _luma(tf.cast(image, tf.int32))[..., None]
-  return _blend(gray, image, factor)
-
-
-def color(image: tf.Tensor, factor) -> tf.Tensor:
   """ImageEnhance.Color: blend with the image converted to L and back to RGB."""
-  return _color(image, tf.cast(factor, tf.float32))
+  return _blend(_luma(tf.cast(image, tf.int32))[..., None], image, factor)
 
 
-@_xla
 def _contrast(image, factor):
+  """ImageEnhance.Contrast: blend with a flat image at int(mean of the L image + 0.5)."""
   gray = _luma(tf.cast(image, tf.int32))
-  count = tf.cast(tf.size(gray), tf.float64)
-  mean = tf.floor(tf.cast(tf.reduce_sum(gray), tf.float64) / count + 0.5)  # int(mean + 0.5)
-  return _blend(tf.cast(mean, tf.float32), image, factor)
+  mean = tf.cast(tf.reduce_sum(gray), tf.float64) / tf.cast(tf.size(gray), tf.float64)
+  return _blend(tf.cast(tf.floor(mean + 0.5), tf.float32), image, factor)
 
 
-def contrast(image: tf.Tensor, factor) -> tf.Tensor:
-  """ImageEnhance.Contrast: blend with a flat image at the rounded mean of the L image."""
-  return _contrast(image, tf.cast(factor, tf.float32))
-
-
-@_xla
-def _brightness(image, factor):
-  return _floor_to_uint8(factor * tf.cast(image, tf.float32))
-
-
-def brightness(image: tf.Tensor, factor) -> tf.Tensor:
-  """ImageEnhance.Brightness: blend with black."""
-  return _brightness(image, tf.cast(factor, tf.float32))
-
-
-@_xla
 def _sharpness(image, factor):
+  """ImageEnhance.Sharpness: blend with ImageFilter.SMOOTH, 3x3 [[1, 1, 1], [1, 5, 1], [1, 1, 1]] / 13
+  rounded; Filter.c leaves the outermost rows and columns unfiltered."""
   x = tf.cast(image, tf.int32)
   h, w = tf.shape(x)[0], tf.shape(x)[1]
-  # ImageFilter.SMOOTH: 3x3 kernel [[1, 1, 1], [1, 5, 1], [1, 1, 1]] / 13, rounded; Filter.c copies
-  # the outermost rows and columns unfiltered.
-  total = 4 * x[1:-1, 1:-1]
-  for dy in range(3):
-    for dx in range(3):
-      total += x[dy:h - 2 + dy, dx:w - 2 + dx]
+  rows = x[:-2] + x[1:-1] + x[2:]  # 3x3 box sum, separably
+  total = rows[:, :-2] + rows[:, 1:-1] + rows[:, 2:] + 4 * x[1:-1, 1:-1]
   smooth = tf.pad((total + 6) // 13, [[1, 1], [1, 1], [0, 0]])
-  rows = tf.range(h)[:, None, None]
-  cols = tf.range(w)[None, :, None]
-  interior = (rows > 0) & (rows < h - 1) & (cols > 0) & (cols < w - 1)
+  r = tf.range(h)[:, None, None]
+  c = tf.range(w)[None, :, None]
+  interior = (r > 0) & (r < h - 1) & (c > 0) & (c < w - 1)
   return _blend(tf.where(interior, smooth, x), image, factor)
 
 
-def sharpness(image: tf.Tensor, factor) -> tf.Tensor:
-  """ImageEnhance.Sharpness: blend with PIL's SMOOTH filter output."""
-  return _sharpness(image, tf.cast(factor, tf.float32))
-
-
-_FIXED = 65536  # 16.16 fixed point for sample coordinates
-
-
-@_xla
-def _warp(image, ux, vx, uy, vy, fill):
-  """Bilinear sampling at fixed-point coordinates (ux[x] + vx[y], uy[x] + vy[y]) (Geometry.c rules)."""
+def _warp(image, xvec, yvec, fill):
+  """Bilinear resampling, Geometry.c bilinear_filter32RGB rules, at (sample point - 0.5) * 2**16 of
+  (xvec[0, x] + yvec[0, y], xvec[1, x] + yvec[1, y]) for output pixel (x, y)."""
   h, w = tf.shape(image)[0], tf.shape(image)[1]
-  sx = ux[None, :] + vx[:, None]  # (sample x - 0.5) * 2**16
-  sy = uy[None, :] + vy[:, None]
+  sx = xvec[0][None, :] + yvec[0][:, None]
+  sy = xvec[1][None, :] + yvec[1][:, None]
   half = _FIXED // 2
-  # Geometry.c bilinear_filter32RGB: a sample point outside [0, w) x [0, h) is `fill`; otherwise
-  # taps at floor(p - 0.5) and one more, each clamped to the image (edge pixels repeat).
+  # A sample point outside [0, w) x [0, h) gets `fill`; else taps at floor(p - 0.5) and the next
+  # pixel, each clamped to the image (edge pixels repeat).
   inside = (sx >= -half) & (sx < w * _FIXED - half) & (sy >= -half) & (sy < h * _FIXED - half)
   x0 = tf.bitwise.right_shift(sx, 16)
   y0 = tf.bitwise.right_shift(sy, 16)
@@ -218,55 +178,155 @@ def _warp(image, ux, vx, uy, vy, fill):
   return tf.cast(tf.where(inside[..., None], value, fill), tf.uint8)
 
 
-def affine(image: tf.Tensor, matrix, fill) -> tf.Tensor:
-  """PIL Image.transform(size, AFFINE, matrix, BILINEAR, fillcolor=fill).
+# --- small inputs of the kernel (TF ops) ---------------------------------------------------------
 
-  Output pixel (x, y) takes the input at (a x' + b y' + c, d x' + e y' + f) with x' = x + 0.5,
-  y' = y + 0.5 (PIL's pixel-centre convention), bilinearly; samples outside the image take the RGB
-  colour `fill`.
+def _auto_contrast_lut(image):
+  """ImageOps.autocontrast (cutoff 0) per channel: scale = 255 / (hi - lo), offset = -lo * scale,
+  lut = int(level * scale + offset) in double (not in XLA: its FMA gives 30 for level 33 of [5, 243],
+  where Python's 29.999999999999996 gives 29); hi <= lo leaves the channel unchanged."""
+  lo = tf.cast(tf.reduce_min(image, axis=[0, 1]), tf.float64)[:, None]
+  hi = tf.cast(tf.reduce_max(image, axis=[0, 1]), tf.float64)[:, None]
+  levels = tf.range(256, dtype=tf.float64)[None, :]
+  scale = 255.0 / tf.maximum(hi - lo, 1.0)
+  stretched = tf.clip_by_value(tf.floor(levels * scale + (-lo * scale)), 0.0, 255.0)
+  return tf.cast(tf.where(hi > lo, stretched, levels), tf.uint8)
+
+
+def _equalize_lut(image):
+  """ImageOps.equalize per channel: step = (pixels outside the last non-empty bin) // 255; step 0
+  leaves the channel unchanged, else lut[v] = (n + step // 2) // step with n the pixels below v."""
+  histogram = tf.stack([  # TF's histogram kernel: XLA's CPU scatter is slower
+      tf.histogram_fixed_width(tf.cast(image[..., c], tf.float32), [0.0, 256.0], nbins=256) for c in range(3)])
+  levels = tf.range(256)[None, :]
+  last = tf.reduce_max(tf.where(histogram > 0, levels, -1), axis=1, keepdims=True)
+  last_count = tf.reduce_sum(tf.where(levels == last, histogram, 0), axis=1, keepdims=True)
+  step = (tf.reduce_sum(histogram, axis=1, keepdims=True) - last_count) // 255
+  safe_step = tf.maximum(step, 1)
+  below = tf.cumsum(histogram, axis=1, exclusive=True)
+  return tf.cast(tf.where(step > 0, tf.minimum((below + safe_step // 2) // safe_step, 255), levels), tf.uint8)
+
+
+def _affine_matrix(op, arg, height, width):
+  """PIL's AFFINE data (a, b, c, d, e, f) for the geometric op `op` with argument `arg`, in double.
+
+  Output pixel centre (x, y) samples the input at (a x + b y + c, d x + e y + f). Only one term is
+  active per op, so one formula covers all five: Image.rotate's matrix about the centre (w/2, h/2),
+  counter-clockwise by arg degrees, plus shear factors and translations (arg * width or height).
   """
-  a, b, c, d, e, f = tf.unstack(tf.cast(tf.reshape(matrix, [6]), tf.float64))
-  # Separable coordinates computed here (256-element vectors, TF): inside the XLA kernel such
-  # small producers get re-evaluated for every pixel.
-  xs = tf.range(tf.shape(image)[1], dtype=tf.float64) + 0.5
-  ys = tf.range(tf.shape(image)[0], dtype=tf.float64) + 0.5
+  arg = tf.cast(arg, tf.float64)
+  h, w = tf.cast(height, tf.float64), tf.cast(width, tf.float64)
+
+  def only(name, value):
+    return tf.where(tf.equal(op, _OP[name]), value, tf.zeros([], tf.float64))
+
+  angle = -only('rotate', arg) * (math.pi / 180.0)
+  cos, sin = tf.cos(angle), tf.sin(angle)
+  cx, cy = w / 2, h / 2
+  return (cos, sin + only('shear_x', arg), cx - cos * cx - sin * cy + only('translate_x', arg) * w,
+          -sin + only('shear_y', arg), cos, cy + sin * cx - cos * cy + only('translate_y', arg) * h)
+
+
+def _sample_vectors(matrix, height, width):
+  """Separable 16.16 fixed-point coordinates of the sample points minus 0.5 (Geometry.c's
+  bilinear filter subtracts it): x-part per column, y-part per row, (2, width) and (2, height)."""
+  a, b, c, d, e, f = matrix
+  xs = tf.range(width, dtype=tf.float64) + 0.5  # Geometry.c affine_transform: pixel centres
+  ys = tf.range(height, dtype=tf.float64) + 0.5
 
   def fixed(v):
     return tf.cast(tf.round(v * _FIXED), tf.int32)
 
-  return _warp(image, fixed(a * xs), fixed(b * ys + c - 0.5), fixed(d * xs), fixed(e * ys + f - 0.5),
-               tf.cast(tf.reshape(fill, [3]), tf.float32))
+  return (fixed(tf.stack([a * xs, d * xs])),
+          fixed(tf.stack([b * ys + c - 0.5, e * ys + f - 0.5])))
 
 
-def rotate(image: tf.Tensor, degrees, fill) -> tf.Tensor:
-  """Image.rotate(degrees): counter-clockwise about the image centre, same size (Image.py matrix)."""
-  h = tf.cast(tf.shape(image)[0], tf.float64)
-  w = tf.cast(tf.shape(image)[1], tf.float64)
-  angle = -tf.cast(degrees, tf.float64) * (math.pi / 180.0)
-  cos, sin = tf.cos(angle), tf.sin(angle)
-  cx, cy = w / 2, h / 2
-  matrix = tf.stack([cos, sin, cx - cos * cx - sin * cy, -sin, cos, cy + sin * cx - cos * cy])
-  return affine(image, matrix, fill)
+# --- one function per op, for direct use and tests ------------------------------------------------
+
+def identity(image, *_):
+  return image
 
 
-def _f64(value):
-  return tf.cast(value, tf.float64)
+def auto_contrast(image):
+  """ImageOps.autocontrast (cutoff 0): per channel, stretch [min, max] to [0, 255]."""
+  return apply(image, _OP['auto_contrast'], 0.0)
+
+
+def equalize(image):
+  """ImageOps.equalize: per-channel histogram equalisation."""
+  return apply(image, _OP['equalize'], 0.0)
+
+
+def invert(image):
+  """ImageOps.invert: 255 - x, the bitwise complement of uint8 (no kernel needed)."""
+  return tf.bitwise.invert(image)
+
+
+def posterize(image, bits):
+  """ImageOps.posterize: keep the `bits` most significant bits (0 bits gives black)."""
+  return apply(image, _OP['posterize'], bits)
+
+
+def solarize(image, threshold):
+  """ImageOps.solarize: invert every value >= threshold (threshold 256 changes nothing)."""
+  return apply(image, _OP['solarize'], threshold)
+
+
+def solarize_add(image, addition):
+  """timm solarize_add: add `addition` (saturating) to values below 128."""
+  return apply(image, _OP['solarize_add'], addition)
+
+
+def color(image, factor):
+  """ImageEnhance.Color(image).enhance(factor)."""
+  return apply(image, _OP['color'], factor)
+
+
+def contrast(image, factor):
+  """ImageEnhance.Contrast(image).enhance(factor)."""
+  return apply(image, _OP['contrast'], factor)
+
+
+def brightness(image, factor):
+  """ImageEnhance.Brightness(image).enhance(factor): blend with black."""
+  return apply(image, _OP['brightness'], factor)
+
+
+def sharpness(image, factor):
+  """ImageEnhance.Sharpness(image).enhance(factor)."""
+  return apply(image, _OP['sharpness'], factor)
+
+
+def rotate(image, degrees, fill):
+  """Image.rotate(degrees, BILINEAR, fillcolor=fill): counter-clockwise about the centre, same size."""
+  return apply(image, _OP['rotate'], degrees, fill)
 
 
 def shear_x(image, factor, fill):
-  return affine(image, tf.stack([_f64(1.0), _f64(factor), _f64(0.0), _f64(0.0), _f64(1.0), _f64(0.0)]), fill)
+  """Image.transform(size, AFFINE, (1, factor, 0, 0, 1, 0), BILINEAR, fillcolor=fill)."""
+  return apply(image, _OP['shear_x'], factor, fill)
 
 
 def shear_y(image, factor, fill):
-  return affine(image, tf.stack([_f64(1.0), _f64(0.0), _f64(0.0), _f64(factor), _f64(1.0), _f64(0.0)]), fill)
+  """Image.transform(size, AFFINE, (1, 0, 0, factor, 1, 0), BILINEAR, fillcolor=fill)."""
+  return apply(image, _OP['shear_y'], factor, fill)
 
 
 def translate_x(image, fraction, fill):
-  """Moves content left by fraction * width (right for negative fraction)."""
-  pixels = _f64(fraction) * tf.cast(tf.shape(image)[1], tf.float64)
-  return affine(image, tf.stack([_f64(1.0), _f64(0.0), pixels, _f64(0.0), _f64(1.0), _f64(0.0)]), fill)
+  """Moves content left by fraction * width (right for negative fraction), as timm TranslateXRel."""
+  return apply(image, _OP['translate_x'], fraction, fill)
 
 
 def translate_y(image, fraction, fill):
-  pixels = _f64(fraction) * tf.cast(tf.shape(image)[0], tf.float64)
-  return affine(image, tf.stack([_f64(1.0), _f64(0.0), _f64(0.0), _f64(0.0), _f64(1.0), pixels]), fill)
+  """Moves content up by fraction * height (down for negative fraction), as timm TranslateYRel."""
+  return apply(image, _OP['translate_y'], fraction, fill)
+
+
+_lut_kernel = _xla(_apply_lut)
+_posterize_kernel = _xla(_posterize)
+_solarize_kernel = _xla(_solarize)
+_solarize_add_kernel = _xla(_solarize_add)
+_color_kernel = _xla(_color)
+_contrast_kernel = _xla(_contrast)
+_brightness_kernel = _xla(lambda image, factor: _floor_to_uint8(factor * tf.cast(image, tf.float32)))
+_sharpness_kernel = _xla(_sharpness)
+_warp_kernel = _xla(_warp)
