@@ -20,7 +20,7 @@ def test_every_bad_record_is_flagged_in_place_and_good_ones_decode_in_order():
   placeholder = tf.fill([4, 4, 3], tf.constant(255, tf.uint8))
   out = list(pipeline._decode_or_flag(ds, lambda ex: tf.io.decode_image(ex['image'], channels=3,
                                                                       expand_animations=False),
-                                      placeholder).as_numpy_iterator())
+                                      placeholder).unbatch().as_numpy_iterator())
   assert [int(x['label']) for x in out] == list(range(n))  # nothing lost, order kept
   for i, x in enumerate(out):
     assert bool(x['ok']) == (i not in bad)

@@ -66,13 +66,14 @@ _DECODE_CHUNK = 32
 
 
 def _decode_or_flag(ds: tf.data.Dataset, decode_fn, placeholder_image) -> tf.data.Dataset:
-  """Maps decode_fn over examples in parallel, in order; a failing example becomes ok=False with placeholder_image.
+  """Maps decode_fn over examples in parallel, in order, into chunks (batches of up to _DECODE_CHUNK).
 
-  Examples go in chunks of _DECODE_CHUNK through an inner `map(...).ignore_errors()` that tags each
-  decoded image with its slot in the chunk; the slots that come back missing are the undecodable
-  records and get the placeholder, so every example keeps its position in the stream. Chunks are
-  decoded in parallel by `interleave` and come out in order (deterministic, block = chunk).
-  decode_fn must return images of one static shape, that of placeholder_image.
+  A failing example becomes ok=False with placeholder_image. Examples go in chunks through an inner
+  `map(...).ignore_errors()` that tags each decoded image with its slot in the chunk; the slots that
+  come back missing are the undecodable records and get the placeholder, so every example keeps its
+  position in the stream. Chunks are decoded in parallel by `interleave` and come out in order.
+  decode_fn must return images of one static shape, that of placeholder_image. The result is
+  chunked (callers rebatch or unbatch): every per-example step is done inside the chunk's inner map.
   """
   def decode_chunk(chunk):
     n = tf.shape(chunk['label'])[0]
@@ -84,13 +85,16 @@ def _decode_or_flag(ds: tf.data.Dataset, decode_fn, placeholder_image) -> tf.dat
 
     def fill(good_slots, good_images):
       where = good_slots[:, None]
-      images = tf.tensor_scatter_nd_update(tf.tile(placeholder_image[None], [n, 1, 1, 1]), where, good_images)
+
+      def with_placeholders():
+        return tf.tensor_scatter_nd_update(tf.tile(placeholder_image[None], [n, 1, 1, 1]), where, good_images)
+      all_good = tf.equal(tf.shape(good_slots)[0], n)
+      images = tf.cond(all_good, lambda: good_images, with_placeholders)
       ok = tf.scatter_nd(where, tf.ones_like(good_slots, tf.bool), [n])
       return {**chunk, 'image': images, 'ok': ok}
-    return good.map(fill).unbatch()
+    return good.map(fill)
   return ds.batch(_DECODE_CHUNK).interleave(
-      decode_chunk, cycle_length=tf.data.AUTOTUNE, block_length=_DECODE_CHUNK,
-      num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+      decode_chunk, cycle_length=tf.data.AUTOTUNE, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
 
 def _augment_fill(config, default):
@@ -99,8 +103,8 @@ def _augment_fill(config, default):
   return default
 
 
-def train_example_fn(config):
-  """Per-example host augmentation of a decoded uint8 crop: flip, then AutoAugment or RandAugment.
+def host_augment_fn(config):
+  """fn(uint8 crop, example seed) -> uint8 image: flip, then AutoAugment or RandAugment (per example, on the host).
 
   The output stays uint8: PCA lighting, normalisation, random erasing, mixup/CutMix and label
   smoothing are arithmetic on whole batches and run on the accelerators inside the train step
@@ -111,10 +115,9 @@ def train_example_fn(config):
   if aug.autoaugment and ra_spec:
     raise ValueError('config.augment.autoaugment and config.augment.randaugment are exclusive; choose one.')
 
-  def fn(example):
-    image = example['image']
+  def fn(image, example_seed):
     flip_seed, policy_seed = tf.unstack(
-        tf.random.experimental.stateless_split(fold_seed(0, example['seed'][0], example['seed'][1]), 2))
+        tf.random.experimental.stateless_split(fold_seed(0, example_seed[0], example_seed[1]), 2))
     if aug.flip:
       image = tf.image.stateless_random_flip_left_right(image, flip_seed)
     if aug.autoaugment:
@@ -122,7 +125,7 @@ def train_example_fn(config):
     elif ra_spec:
       mean_fill = tuple(min(255, round(255 * m)) for m in config.mean)  # timm/DeiT `img_mean` hparam
       image = auto_augment.rand_augment(image, policy_seed, ra_spec, fill=_augment_fill(config, mean_fill))
-    return {'image': image, 'label': example['label'], 'ok': example['ok'], 'tfds_id': example['tfds_id']}
+    return image
   return fn
 
 
@@ -171,14 +174,17 @@ def make_train_dataset(config, *, global_batch_size: int, seed: int, start_step:
   ds = tf.data.Dataset.range(first_epoch, _INT64_MAX).flat_map(epoch).skip(offset)
 
   size = config.image_size
-  def crop(example):
-    return decode.decode_random_resized_crop(
+  host_augment = host_augment_fn(config)
+
+  def crop_and_augment(example):  # a failure anywhere in here flags the record as bad
+    image = decode.decode_random_resized_crop(
         example['image'], fold_seed(0, example['seed'][0], example['seed'][1], 7), size=size,
         area_range=(aug.area_min, aug.area_max), aspect_range=(aug.aspect_min, aug.aspect_max),
         method=config.interpolation, antialias=config.antialias, random_crop=aug.random_resized_crop)
-  ds = _decode_or_flag(ds, crop, tf.zeros([size, size, 3], tf.uint8))
-  ds = ds.map(train_example_fn(config), num_parallel_calls=tf.data.AUTOTUNE)
-  ds = ds.batch(local_batch, drop_remainder=True)
+    return host_augment(image, example['seed'])
+  ds = _decode_or_flag(ds, crop_and_augment, tf.zeros([size, size, 3], tf.uint8))
+  ds = ds.map(lambda chunk: {k: chunk[k] for k in ('image', 'label', 'ok', 'tfds_id')})
+  ds = ds.rebatch(local_batch, drop_remainder=True)
   ds = ds.map(refill_bad_slots, num_parallel_calls=tf.data.AUTOTUNE)
   return ds.prefetch(config.prefetch)
 
@@ -200,7 +206,7 @@ def make_eval_dataset(config, *, split: str | None = None, global_batch_size: in
     return tf.cast(decode.decode_resize_center_crop(example['image'], size=size, crop_pct=config.crop_pct,
                                                     method=config.interpolation, antialias=config.antialias),
                    tf.uint8)
-  ds = _decode_or_flag(_read(builder, local_split, config), preprocess, tf.zeros([size, size, 3], tf.uint8))
+  ds = _decode_or_flag(_read(builder, local_split, config), preprocess, tf.zeros([size, size, 3], tf.uint8)).unbatch()
   ds = ds.map(lambda ex: {'image': tf.cast(ex['image'], tf.uint8), 'label': ex['label'],
                           'mask': ex['ok'], 'real': tf.constant(True), 'tfds_id': ex['tfds_id']},
               num_parallel_calls=tf.data.AUTOTUNE)
