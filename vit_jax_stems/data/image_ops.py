@@ -51,25 +51,22 @@ def apply(image: tf.Tensor, op, arg, fill=(128, 128, 128)) -> tf.Tensor:
   """
   op = tf.convert_to_tensor(op, tf.int32)
   arg = tf.cast(arg, tf.float32)
-  fill = tf.cast(tf.reshape(fill, [3]), tf.float32)
-
-  def warp():
-    height, width = tf.shape(image)[0], tf.shape(image)[1]
-    return _warp_kernel(image, *_sample_vectors(_affine_matrix(op, arg, height, width), height, width), fill)
-
+  # Each branch is one or two nodes: TF walks every node of the untaken branches on every call.
   branches = {
       'identity': lambda: image,
-      'auto_contrast': lambda: _lut_kernel(image, _auto_contrast_lut(image)),
-      'equalize': lambda: _lut_kernel(image, _equalize_lut(image)),
+      'auto_contrast': lambda: _auto_contrast_kernel(
+          image, tf.reduce_min(image, axis=[0, 1]), tf.reduce_max(image, axis=[0, 1])),
+      'equalize': lambda: _lut_kernel(image, _equalize_lut_kernel(_histograms(image))),
       'invert': lambda: tf.bitwise.invert(image),
-      'posterize': lambda: _posterize_kernel(image, arg),
+      'posterize': lambda: _posterize(image, arg),  # two bitwise TF ops beat an XLA launch
       'solarize': lambda: _solarize_kernel(image, arg),
       'solarize_add': lambda: _solarize_add_kernel(image, arg),
       'color': lambda: _color_kernel(image, arg),
       'contrast': lambda: _contrast_kernel(image, arg),
       'brightness': lambda: _brightness_kernel(image, arg),
       'sharpness': lambda: _sharpness_kernel(image, arg),
-      'warp': warp,
+      'warp': lambda: _warp_kernel(image, *_sample_vectors_kernel(image, op, arg),
+                                   tf.cast(tf.reshape(fill, [3]), tf.float32)),
   }
   return tf.switch_case(tf.gather(_BRANCH_OF_OP, op), [branches[name] for name in _BRANCHES])
 
@@ -107,7 +104,21 @@ def _apply_lut(image, lut):
 def _posterize(image, bits):
   """ImageOps.posterize: keep the `bits` most significant bits (0 bits gives black)."""
   shift = 8 - tf.clip_by_value(tf.cast(bits, tf.int32), 0, 8)
-  return tf.cast(tf.bitwise.left_shift(tf.bitwise.right_shift(tf.cast(image, tf.int32), shift), shift), tf.uint8)
+  return tf.bitwise.bitwise_and(image, tf.cast(tf.bitwise.bitwise_and(tf.bitwise.left_shift(255, shift), 255), tf.uint8))
+
+
+def _auto_contrast(image, lo, hi):
+  """ImageOps.autocontrast (cutoff 0) per channel: int(x * scale + offset) in double, clipped to
+  [0, 255], with scale = 255 / (hi - lo), offset = -lo * scale; hi <= lo leaves the channel as is."""
+  lo, hi = tf.cast(lo, tf.float64), tf.cast(hi, tf.float64)
+  scale = 255.0 / tf.maximum(hi - lo, 1.0)
+  x = tf.cast(image, tf.float64)
+  product = x * scale
+  # Python rounds the product, then the sum; XLA would fuse them into one FMA (level 33 of [5, 243]
+  # would give 30 instead of Pillow's int(29.999999999999996) = 29). A select between them stops it.
+  product = tf.where(tf.math.is_nan(product), tf.zeros_like(product), product)
+  stretched = tf.clip_by_value(tf.floor(product + (-lo * scale)), 0.0, 255.0)
+  return tf.cast(tf.where(hi > lo, stretched, x), tf.uint8)
 
 
 def _solarize(image, threshold):
@@ -178,25 +189,17 @@ def _warp(image, xvec, yvec, fill):
   return tf.cast(tf.where(inside[..., None], value, fill), tf.uint8)
 
 
-# --- small inputs of the kernel (TF ops) ---------------------------------------------------------
+# --- small inputs of the kernels ----------------------------------------------------------------
 
-def _auto_contrast_lut(image):
-  """ImageOps.autocontrast (cutoff 0) per channel: scale = 255 / (hi - lo), offset = -lo * scale,
-  lut = int(level * scale + offset) in double (not in XLA: its FMA gives 30 for level 33 of [5, 243],
-  where Python's 29.999999999999996 gives 29); hi <= lo leaves the channel unchanged."""
-  lo = tf.cast(tf.reduce_min(image, axis=[0, 1]), tf.float64)[:, None]
-  hi = tf.cast(tf.reduce_max(image, axis=[0, 1]), tf.float64)[:, None]
-  levels = tf.range(256, dtype=tf.float64)[None, :]
-  scale = 255.0 / tf.maximum(hi - lo, 1.0)
-  stretched = tf.clip_by_value(tf.floor(levels * scale + (-lo * scale)), 0.0, 255.0)
-  return tf.cast(tf.where(hi > lo, stretched, levels), tf.uint8)
+def _histograms(image):
+  """(3, 256) int32 per-channel histograms with TF's kernel (XLA's CPU scatter is slower)."""
+  return tf.stack([tf.histogram_fixed_width(tf.cast(c, tf.float32), [0.0, 256.0], nbins=256)
+                   for c in tf.unstack(image, axis=-1)])
 
 
-def _equalize_lut(image):
-  """ImageOps.equalize per channel: step = (pixels outside the last non-empty bin) // 255; step 0
+def _equalize_lut(histogram):
+  """ImageOps.equalize LUT per channel: step = (pixels outside the last non-empty bin) // 255; step 0
   leaves the channel unchanged, else lut[v] = (n + step // 2) // step with n the pixels below v."""
-  histogram = tf.stack([  # TF's histogram kernel: XLA's CPU scatter is slower
-      tf.histogram_fixed_width(tf.cast(image[..., c], tf.float32), [0.0, 256.0], nbins=256) for c in range(3)])
   levels = tf.range(256)[None, :]
   last = tf.reduce_max(tf.where(histogram > 0, levels, -1), axis=1, keepdims=True)
   last_count = tf.reduce_sum(tf.where(levels == last, histogram, 0), axis=1, keepdims=True)
@@ -206,15 +209,18 @@ def _equalize_lut(image):
   return tf.cast(tf.where(step > 0, tf.minimum((below + safe_step // 2) // safe_step, 255), levels), tf.uint8)
 
 
-def _affine_matrix(op, arg, height, width):
-  """PIL's AFFINE data (a, b, c, d, e, f) for the geometric op `op` with argument `arg`, in double.
+def _sample_vectors(image, op, arg):
+  """Separable 16.16 fixed-point sample coordinates of geometric op `op` (minus 0.5, which
+  Geometry.c's bilinear filter subtracts): (2, width) x-parts per column, (2, height) y-parts per row.
 
-  Output pixel centre (x, y) samples the input at (a x + b y + c, d x + e y + f). Only one term is
-  active per op, so one formula covers all five: Image.rotate's matrix about the centre (w/2, h/2),
-  counter-clockwise by arg degrees, plus shear factors and translations (arg * width or height).
+  PIL's AFFINE data (a, b, c, d, e, f) maps output pixel centre (x, y) to input point
+  (a x + b y + c, d x + e y + f). Only one term is active per op, so one formula covers all five:
+  Image.rotate's matrix about the centre (w/2, h/2), counter-clockwise by arg degrees, plus shear
+  factors and translations (arg * width or height).
   """
+  h = tf.cast(tf.shape(image)[0], tf.float64)
+  w = tf.cast(tf.shape(image)[1], tf.float64)
   arg = tf.cast(arg, tf.float64)
-  h, w = tf.cast(height, tf.float64), tf.cast(width, tf.float64)
 
   def only(name, value):
     return tf.where(tf.equal(op, _OP[name]), value, tf.zeros([], tf.float64))
@@ -222,22 +228,15 @@ def _affine_matrix(op, arg, height, width):
   angle = -only('rotate', arg) * (math.pi / 180.0)
   cos, sin = tf.cos(angle), tf.sin(angle)
   cx, cy = w / 2, h / 2
-  return (cos, sin + only('shear_x', arg), cx - cos * cx - sin * cy + only('translate_x', arg) * w,
-          -sin + only('shear_y', arg), cos, cy + sin * cx - cos * cy + only('translate_y', arg) * h)
-
-
-def _sample_vectors(matrix, height, width):
-  """Separable 16.16 fixed-point coordinates of the sample points minus 0.5 (Geometry.c's
-  bilinear filter subtracts it): x-part per column, y-part per row, (2, width) and (2, height)."""
-  a, b, c, d, e, f = matrix
-  xs = tf.range(width, dtype=tf.float64) + 0.5  # Geometry.c affine_transform: pixel centres
-  ys = tf.range(height, dtype=tf.float64) + 0.5
+  a, b, c = cos, sin + only('shear_x', arg), cx - cos * cx - sin * cy + only('translate_x', arg) * w
+  d, e, f = -sin + only('shear_y', arg), cos, cy + sin * cx - cos * cy + only('translate_y', arg) * h
+  xs = tf.range(tf.shape(image)[1], dtype=tf.float64) + 0.5  # Geometry.c affine_transform: pixel centres
+  ys = tf.range(tf.shape(image)[0], dtype=tf.float64) + 0.5
 
   def fixed(v):
     return tf.cast(tf.round(v * _FIXED), tf.int32)
 
-  return (fixed(tf.stack([a * xs, d * xs])),
-          fixed(tf.stack([b * ys + c - 0.5, e * ys + f - 0.5])))
+  return fixed(tf.stack([a * xs, d * xs])), fixed(tf.stack([b * ys + c - 0.5, e * ys + f - 0.5]))
 
 
 # --- one function per op, for direct use and tests ------------------------------------------------
@@ -321,12 +320,16 @@ def translate_y(image, fraction, fill):
   return apply(image, _OP['translate_y'], fraction, fill)
 
 
+# Each kernel is compiled on first use for each image shape. Small producers (the LUT, the sample
+# vectors) are kernels of their own: inside the per-pixel kernel XLA would recompute them per pixel.
+_auto_contrast_kernel = _xla(_auto_contrast)
+_equalize_lut_kernel = _xla(_equalize_lut)
 _lut_kernel = _xla(_apply_lut)
-_posterize_kernel = _xla(_posterize)
 _solarize_kernel = _xla(_solarize)
 _solarize_add_kernel = _xla(_solarize_add)
 _color_kernel = _xla(_color)
 _contrast_kernel = _xla(_contrast)
 _brightness_kernel = _xla(lambda image, factor: _floor_to_uint8(factor * tf.cast(image, tf.float32)))
 _sharpness_kernel = _xla(_sharpness)
+_sample_vectors_kernel = _xla(_sample_vectors)
 _warp_kernel = _xla(_warp)
