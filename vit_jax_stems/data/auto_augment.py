@@ -104,29 +104,25 @@ RANDAUGMENT_OPS = (
 def _op_call(names, index, level, sign, posterize_min):
   """(image_ops op index, argument) for names[index] at `level` with `sign` (+1 or -1).
 
-  index may be a tensor: per-op constants are looked up in tables, so no TF control flow is needed
-  (a tf.switch_case over the ops costs ~0.3 ms per image, see image_ops).
+  index may be a tensor: the per-op constants are one row of a table, so the op's argument takes a
+  handful of scalar TF ops and no control flow (TF executes every graph node per image).
   """
-  def table(field, dtype=tf.float32):
-    return tf.gather(tf.constant([field(_OPS[n]) for n in names], dtype), index)
-
-  value = tf.cast(level, tf.float32) * table(lambda o: o.hi - o.lo) + table(lambda o: o.lo)
-  value = tf.where(table(lambda o: o.negate, tf.bool), value * sign, value)
-  # pycls POSTERIZE_MIN (AutoAugment keeps >= 1 bit); 0 for timm's RandAugment.
-  value = tf.where(tf.equal(index, _index_or(names, 'posterize')), tf.maximum(value, posterize_min), value)
-  value = tf.where(tf.equal(index, _index_or(names, 'posterize_inc')), tf.minimum(value, 4 - posterize_min), value)
-  value = tf.where(table(lambda o: o.integer, tf.bool), tf.floor(value), value)
-  op = table(lambda o: image_ops.OPS.index(o.image_op), tf.int32)
-  op = tf.where(tf.equal(value, 0.0) & _in(names, index, _GEOMETRIC), 0, op)  # identity: skip
-  return op, table(lambda o: o.offset) + table(lambda o: o.scale) * value
-
-
-def _index_or(names, name):
-  return names.index(name) if name in names else -1
-
-
-def _in(names, index, subset):
-  return tf.gather(tf.constant([n in subset for n in names]), index)
+  rows = []
+  for name in names:
+    o = _OPS[name]
+    # pycls POSTERIZE_MIN (AutoAugment keeps >= 1 bit); 0 for timm's RandAugment.
+    clip_lo = posterize_min if name == 'posterize' else -math.inf
+    clip_hi = 4 - posterize_min if name == 'posterize_inc' else math.inf
+    rows.append([o.hi - o.lo, o.lo, o.negate, clip_lo, clip_hi, o.integer, o.offset, o.scale,
+                 image_ops.OPS.index(o.image_op), name in _GEOMETRIC])
+  (span, lo, negate, clip_lo, clip_hi, integer, offset, scale, op,
+   geometric) = tf.unstack(tf.gather(tf.constant(rows, tf.float32), index))
+  value = tf.cast(level, tf.float32) * span + lo
+  value = tf.where(negate > 0, value * sign, value)
+  value = tf.clip_by_value(value, clip_lo, clip_hi)
+  value = tf.where(integer > 0, tf.floor(value), value)
+  op = tf.where((geometric > 0) & tf.equal(value, 0.0), 0, tf.cast(op, tf.int32))  # identity: skip
+  return op, offset + scale * value
 
 
 def apply_op(image, name: str, level, sign, fill, posterize_min: int = 0):
