@@ -104,8 +104,9 @@ RANDAUGMENT_OPS = (
 def _op_call(names, index, level, sign, posterize_min):
   """(image_ops op index, argument) for names[index] at `level` with `sign` (+1 or -1).
 
-  index may be a tensor: the per-op constants are one row of a table, so the op's argument takes a
-  handful of scalar TF ops and no control flow (TF executes every graph node per image).
+  index, level and sign may be tensors of one shape (one entry per slot): the per-op constants are
+  rows of a table, so all slots' arguments take a handful of TF ops and no control flow (TF
+  executes every graph node once per image, ~1 us each).
   """
   rows = []
   for name in names:
@@ -116,7 +117,7 @@ def _op_call(names, index, level, sign, posterize_min):
     rows.append([o.hi - o.lo, o.lo, o.negate, clip_lo, clip_hi, o.integer, o.offset, o.scale,
                  image_ops.OPS.index(o.image_op), name in _GEOMETRIC])
   (span, lo, negate, clip_lo, clip_hi, integer, offset, scale, op,
-   geometric) = tf.unstack(tf.gather(tf.constant(rows, tf.float32), index))
+   geometric) = tf.unstack(tf.gather(tf.constant(rows, tf.float32), index), axis=-1)
   value = tf.cast(level, tf.float32) * span + lo
   value = tf.where(negate > 0, value * sign, value)
   value = tf.clip_by_value(value, clip_lo, clip_hi)
@@ -131,34 +132,34 @@ def apply_op(image, name: str, level, sign, fill, posterize_min: int = 0):
   return image_ops.apply(image, op, arg, fill)
 
 
-def _apply_one_of(image, names, op_index, level, prob, seed, fill, posterize_min):
-  """Applies names[op_index] with probability prob, negating the value on a coin flip."""
-  apply_seed, sign_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
-  sign = tf.where(tf.random.stateless_uniform([], sign_seed) > 0.5, -1.0, 1.0)
-  op, arg = _op_call(names, op_index, level, sign, posterize_min)
-  op = tf.where(tf.random.stateless_uniform([], apply_seed) < prob, op, 0)  # 0: identity
-  return image_ops.apply(image, op, arg, fill)
+def _apply_slots(image, names, index, level, prob, uniforms, fill, posterize_min):
+  """Applies names[index[i]] at level[i] for each slot i in turn, each with probability prob[i].
+
+  uniforms: (2, slots) draws in [0, 1): the op is applied if the first is < prob, its value is
+  negated (for ops with a sign) if the second is > 0.5.
+  """
+  sign = tf.where(uniforms[1] > 0.5, -1.0, 1.0)
+  op, arg = _op_call(names, index, level, sign, posterize_min)
+  op = tf.where(uniforms[0] < prob, op, 0)  # 0: identity
+  for i in range(index.shape[0]):  # unrolled: each slot is one switch over compiled kernels
+    image = image_ops.apply(image, op[i], arg[i], fill)
+  return image
 
 
 def auto_augment(image: tf.Tensor, seed: tf.Tensor, fill=(128, 128, 128)) -> tf.Tensor:
   """pycls AutoAugment: one of the 25 v0 sub-policies, each of its two ops with its probability.
 
   fill: pycls WARP_PARAMS fillcolor (128, 128, 128); posterize keeps >= 1 bit (pycls POSTERIZE_MIN).
+  All draws of an image come from one stateless call: [sub-policy, apply x2, sign x2].
   """
   names = sorted({op for sub in AUTOAUGMENT_V0 for op, _, _ in sub})
   op_table = tf.constant([[names.index(op) for op, _, _ in sub] for sub in AUTOAUGMENT_V0], tf.int32)
   prob_table = tf.constant([[p for _, p, _ in sub] for sub in AUTOAUGMENT_V0], tf.float32)
   level_table = tf.constant([[m for _, _, m in sub] for sub in AUTOAUGMENT_V0], tf.float32)
-  choice_seed, slots_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
-  sub = tf.random.stateless_uniform([], choice_seed, 0, len(AUTOAUGMENT_V0), dtype=tf.int32)
-
-  # Two unrolled slots, not a tf.while_loop: each branch is now a call of a compiled kernel, so the
-  # graph stays small, and the loop's per-image control-flow cost goes.
-  for i in range(2):
-    op_seed = tf.random.experimental.stateless_fold_in(slots_seed, i)
-    image = _apply_one_of(image, names, op_table[sub, i], level_table[sub, i], prob_table[sub, i],
-                          op_seed, fill, posterize_min=1)
-  return image
+  uniforms = tf.random.stateless_uniform([5], seed)
+  sub = tf.minimum(tf.cast(uniforms[0] * len(AUTOAUGMENT_V0), tf.int32), len(AUTOAUGMENT_V0) - 1)
+  return _apply_slots(image, names, tf.gather(op_table, sub), tf.gather(level_table, sub),
+                      tf.gather(prob_table, sub), tf.reshape(uniforms[1:], [2, 2]), fill, posterize_min=1)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -193,18 +194,21 @@ def parse_randaugment(config_str: str) -> RandAugmentSpec:
 
 
 def rand_augment(image: tf.Tensor, seed: tf.Tensor, spec: RandAugmentSpec, fill=(128, 128, 128)):
-  """timm RandAugment: `num_layers` ops drawn uniformly with replacement, each applied with `prob`."""
+  """timm RandAugment: `num_layers` ops drawn uniformly with replacement, each applied with `prob`.
+
+  All draws of an image come from two stateless calls: uniforms [op, apply, sign] per layer, and
+  the per-layer magnitude noise.
+  """
   names = RANDAUGMENT_INCREASING_OPS if spec.increasing else RANDAUGMENT_OPS
-  for i in range(spec.num_layers):  # unrolled, as in auto_augment
-    layer_seed = tf.random.experimental.stateless_fold_in(seed, i)
-    choice_seed, magnitude_seed, op_seed = tf.unstack(tf.random.experimental.stateless_split(layer_seed, 3))
-    op_index = tf.random.stateless_uniform([], choice_seed, 0, len(names), dtype=tf.int32)
-    magnitude = tf.constant(spec.magnitude, tf.float32)
-    if math.isinf(spec.magnitude_std):
-      magnitude = tf.random.stateless_uniform([], magnitude_seed, 0.0, spec.magnitude)
-    elif spec.magnitude_std > 0:
-      magnitude += spec.magnitude_std * tf.random.stateless_normal([], magnitude_seed)
-    magnitude = tf.clip_by_value(magnitude, 0.0, spec.magnitude_max)
-    # timm's posterize (no minimum) so that 'inc1' at m=10 can reach 0 bits as in timm.
-    image = _apply_one_of(image, names, op_index, magnitude / 10.0, spec.prob, op_seed, fill, 0)
-  return image
+  n = spec.num_layers
+  uniform_seed, magnitude_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+  uniforms = tf.random.stateless_uniform([3, n], uniform_seed)
+  index = tf.minimum(tf.cast(uniforms[0] * len(names), tf.int32), len(names) - 1)
+  magnitude = tf.fill([n], tf.constant(spec.magnitude, tf.float32))
+  if math.isinf(spec.magnitude_std):
+    magnitude = tf.random.stateless_uniform([n], magnitude_seed, 0.0, spec.magnitude)
+  elif spec.magnitude_std > 0:
+    magnitude += spec.magnitude_std * tf.random.stateless_normal([n], magnitude_seed)
+  magnitude = tf.clip_by_value(magnitude, 0.0, spec.magnitude_max)
+  # timm's posterize (no minimum) so that 'inc1' at m=10 can reach 0 bits as in timm.
+  return _apply_slots(image, names, index, magnitude / 10.0, tf.fill([n], spec.prob), uniforms[1:], fill, 0)
