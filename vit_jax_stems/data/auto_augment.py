@@ -117,9 +117,10 @@ def _op_call(names, index, level, sign, posterize_min):
     rows.append([o.hi - o.lo, o.lo, o.negate, clip_lo, clip_hi, o.integer, o.offset, o.scale,
                  image_ops.OPS.index(o.image_op), name in _GEOMETRIC])
   (span, lo, negate, clip_lo, clip_hi, integer, offset, scale, op,
-   geometric) = tf.unstack(tf.gather(tf.constant(rows, tf.float32), index), axis=-1)
-  value = tf.cast(level, tf.float32) * span + lo
-  value = tf.where(negate > 0, value * sign, value)
+   geometric) = tf.unstack(tf.gather(tf.constant(rows, tf.float64), index), axis=-1)
+  # In double, as pycls `v = magnitude * (max_v - min_v) + min_v` on Python floats.
+  value = tf.cast(level, tf.float64) * span + lo
+  value = tf.where(negate > 0, value * tf.cast(sign, tf.float64), value)
   value = tf.clip_by_value(value, clip_lo, clip_hi)
   value = tf.where(integer > 0, tf.floor(value), value)
   op = tf.where((geometric > 0) & tf.equal(value, 0.0), 0, tf.cast(op, tf.int32))  # identity: skip
@@ -155,7 +156,7 @@ def auto_augment(image: tf.Tensor, seed: tf.Tensor, fill=(128, 128, 128)) -> tf.
   names = sorted({op for sub in AUTOAUGMENT_V0 for op, _, _ in sub})
   op_table = tf.constant([[names.index(op) for op, _, _ in sub] for sub in AUTOAUGMENT_V0], tf.int32)
   prob_table = tf.constant([[p for _, p, _ in sub] for sub in AUTOAUGMENT_V0], tf.float32)
-  level_table = tf.constant([[m for _, _, m in sub] for sub in AUTOAUGMENT_V0], tf.float32)
+  level_table = tf.constant([[m for _, _, m in sub] for sub in AUTOAUGMENT_V0], tf.float64)
   uniforms = tf.random.stateless_uniform([5], seed)
   sub = tf.minimum(tf.cast(uniforms[0] * len(AUTOAUGMENT_V0), tf.int32), len(AUTOAUGMENT_V0) - 1)
   return _apply_slots(image, names, tf.gather(op_table, sub), tf.gather(level_table, sub),
@@ -211,4 +212,5 @@ def rand_augment(image: tf.Tensor, seed: tf.Tensor, spec: RandAugmentSpec, fill=
     magnitude += spec.magnitude_std * tf.random.stateless_normal([n], magnitude_seed)
   magnitude = tf.clip_by_value(magnitude, 0.0, spec.magnitude_max)
   # timm's posterize (no minimum) so that 'inc1' at m=10 can reach 0 bits as in timm.
-  return _apply_slots(image, names, index, magnitude / 10.0, tf.fill([n], spec.prob), uniforms[1:], fill, 0)
+  level = tf.cast(magnitude, tf.float64) / 10.0
+  return _apply_slots(image, names, index, level, tf.fill([n], spec.prob), uniforms[1:], fill, 0)
