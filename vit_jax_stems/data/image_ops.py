@@ -206,7 +206,7 @@ def _warp(image, xvec, yvec, offset, fill):
 
 def _histograms(image):
   """(3, 256) int32 per-channel histograms with TF's kernel (XLA's CPU scatter is slower)."""
-  return tf.stack([tf.histogram_fixed_width(tf.cast(c, tf.float32), [0.0, 256.0], nbins=256)
+  return tf.stack([tf.histogram_fixed_width(tf.cast(c, tf.int32), [0, 256], nbins=256)
                    for c in tf.unstack(image, axis=-1)])
 
 
