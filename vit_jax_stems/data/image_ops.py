@@ -18,10 +18,10 @@ are kernel calls: TF lowers it to Switch/Merge and walks every untaken node, so 
 small (~0.06 ms for the switch; one XLA conditional over all ops was dearer, XLA's CPU runtime
 pays ~0.02 ms per untaken branch).
 
-Known difference from PIL: geometric ops compute sample coordinates in 16.16 fixed point and blend in
-float32 instead of double, which moves a value by one level where the bilinear result is within
-about 2**-16 of an integer (<2% of values for PIL-exact "round" shears, far fewer for rotations);
-timm/DeiT RandAugment also picks bicubic for geometric ops, these are bilinear (as pycls).
+Differences from PIL: the pixel ops are bit-exact; geometric ops sample at PIL's points (double) but
+interpolate in float32, which moves a value by one level where PIL's double result is within ~1e-5
+of an integer (a few % of values for "round" shears or translations, ~1 in 5,000 for rotations).
+timm/DeiT RandAugment also picks bicubic for geometric ops; these are bilinear, as in pycls.
 """
 import math
 
@@ -37,6 +37,7 @@ _GEOMETRIC = ('rotate', 'shear_x', 'shear_y', 'translate_x', 'translate_y')
 # Branches of `apply`: all geometric ops share one.
 _BRANCHES = OPS[:OPS.index('rotate')] + ('warp',)
 _BRANCH_OF_OP = tf.constant([_BRANCHES.index('warp' if n in _GEOMETRIC else n) for n in OPS], tf.int32)
+
 
 def apply(image: tf.Tensor, op, arg, fill=(128, 128, 128)) -> tf.Tensor:
   """Applies OPS[op] with argument `arg` to a uint8 (H, W, 3) image; op and arg may be tensors.
@@ -70,7 +71,7 @@ def apply(image: tf.Tensor, op, arg, fill=(128, 128, 128)) -> tf.Tensor:
   return tf.switch_case(tf.gather(_BRANCH_OF_OP, op), [branches[name] for name in _BRANCHES])
 
 
-# --- per-pixel parts (inside the kernel) ---------------------------------------------------------
+# --- per-pixel parts (inside the kernels) --------------------------------------------------------
 
 def _floor_to_uint8(x):
   """C's (UINT8) cast of a float clipped to [0, 255], as Pillow does after blending."""
@@ -78,7 +79,7 @@ def _floor_to_uint8(x):
 
 
 def _blend(degenerate, image, factor):
-  """Image.blend(degenerate, image, factor) (Blend.c): float32 d + factor * (x - d), truncated and clipped.
+  """Image.blend(degenerate, image, factor) (Blend.c): float32 d + factor * (x - d), truncated, clipped.
 
   factor 0 gives degenerate, 1 the image, > 1 extrapolates. degenerate holds integer levels.
   """
@@ -115,7 +116,8 @@ def _apply_lut(image, lut):
 def _posterize(image, bits):
   """ImageOps.posterize: keep the `bits` most significant bits (0 bits gives black)."""
   shift = 8 - tf.clip_by_value(tf.cast(bits, tf.int32), 0, 8)
-  return tf.bitwise.bitwise_and(image, tf.cast(tf.bitwise.bitwise_and(tf.bitwise.left_shift(255, shift), 255), tf.uint8))
+  mask = tf.bitwise.bitwise_and(tf.bitwise.left_shift(255, shift), 255)
+  return tf.bitwise.bitwise_and(image, tf.cast(mask, tf.uint8))
 
 
 def _auto_contrast(image, lo, hi):
@@ -137,7 +139,8 @@ def _solarize(image, threshold):
 def _solarize_add(image, addition, threshold=128):
   """timm solarize_add: add `addition` (saturating) to values below threshold."""
   x = tf.cast(image, tf.int32)
-  return tf.cast(tf.where(x < threshold, tf.minimum(x + tf.cast(addition, tf.int32), 255), x), tf.uint8)
+  added = tf.minimum(x + tf.cast(addition, tf.int32), 255)
+  return tf.cast(tf.where(x < threshold, added, x), tf.uint8)
 
 
 def _color(image, factor):
@@ -156,8 +159,8 @@ def _contrast(image, factor):
 
 
 def _sharpness(image, factor):
-  """ImageEnhance.Sharpness: blend with ImageFilter.SMOOTH, 3x3 [[1, 1, 1], [1, 5, 1], [1, 1, 1]] / 13
-  rounded; Filter.c leaves the outermost rows and columns unfiltered."""
+  """ImageEnhance.Sharpness: blend with ImageFilter.SMOOTH, 3x3 [[1, 1, 1], [1, 5, 1], [1, 1, 1]]
+  / 13 rounded; Filter.c leaves the outermost rows and columns unfiltered."""
   x = tf.cast(image, tf.int32)
   h, w = tf.shape(x)[0], tf.shape(x)[1]
   rows = x[:-2] + x[1:-1] + x[2:]  # 3x3 box sum, separably
@@ -182,7 +185,7 @@ def _warp(image, xvec, yvec, offset, fill):
   h, w = tf.shape(image)[0], tf.shape(image)[1]
   sx = (xvec[0][None, :] + yvec[0][:, None]) + offset[0]
   sy = (xvec[1][None, :] + yvec[1][:, None]) + offset[1]
-  inside = ((sx >= 0.0) & (sx < tf.cast(w, tf.float64)) & (sy >= 0.0) & (sy < tf.cast(h, tf.float64)))[..., None]
+  inside = (sx >= 0.0) & (sx < tf.cast(w, tf.float64)) & (sy >= 0.0) & (sy < tf.cast(h, tf.float64))
   sx, sy = sx - 0.5, sy - 0.5
   fx, fy = tf.floor(sx), tf.floor(sy)
   dx, dy = tf.cast(sx - fx, tf.float32)[..., None], tf.cast(sy - fy, tf.float32)[..., None]
@@ -198,8 +201,9 @@ def _warp(image, xvec, yvec, offset, fill):
   def lerp(a, b, t):  # Geometry.c BILINEAR(v, a, b, d): a + (b - a) * d
     return a + _unfused((b - a) * t)
 
-  value = lerp(lerp(tap(top + left), tap(top + right), dx), lerp(tap(bottom + left), tap(bottom + right), dx), dy)
-  return tf.cast(tf.where(inside, tf.floor(value), fill), tf.uint8)  # (UINT8) cast
+  upper = lerp(tap(top + left), tap(top + right), dx)
+  lower = lerp(tap(bottom + left), tap(bottom + right), dx)
+  return tf.cast(tf.where(inside[..., None], tf.floor(lerp(upper, lower, dy)), fill), tf.uint8)  # (UINT8)
 
 
 # --- small inputs of the kernels ----------------------------------------------------------------
@@ -219,7 +223,8 @@ def _equalize_lut(histogram):
   step = (tf.reduce_sum(histogram, axis=1, keepdims=True) - last_count) // 255
   safe_step = tf.maximum(step, 1)
   below = tf.cumsum(histogram, axis=1, exclusive=True)
-  return tf.cast(tf.where(step > 0, tf.minimum((below + safe_step // 2) // safe_step, 255), levels), tf.uint8)
+  lut = tf.where(step > 0, tf.minimum((below + safe_step // 2) // safe_step, 255), levels)
+  return tf.cast(lut, tf.uint8)
 
 
 def _sample_vectors(image, op, arg):
@@ -345,7 +350,7 @@ _solarize_kernel = _xla(_solarize)
 _solarize_add_kernel = _xla(_solarize_add)
 _color_kernel = _xla(_color)
 _contrast_kernel = _xla(_contrast)
-_brightness_kernel = _xla(lambda image, factor: _floor_to_uint8(tf.cast(factor, tf.float32) * tf.cast(image, tf.float32)))
+_brightness_kernel = _xla(lambda image, factor: _blend(tf.zeros([], tf.uint8), image, factor))
 _sharpness_kernel = _xla(_sharpness)
 _sample_vectors_kernel = _xla(_sample_vectors)
 _warp_kernel = _xla(_warp)
