@@ -12,10 +12,9 @@ Paper recipe (ImageNet-1k prepared for TFDS, see the README):
 
 Demo (this repo's CPU check):
   python main.py --config configs/vitc.py:demo --workdir workdirs/demo_vitc
-  Measured (2-core dev CPU, load average ~3 from other jobs): 94.9% top-1 raw, 94.0% EMA
-  (top-5 99.7 / 99.6) on the 1,000 mnist5k test digits after 15 epochs (465 steps, ~160
-  img/s); 5m39s wall for training plus a separate `--mode eval`. Epoch 5: 75.5%, epoch 10:
-  92.9% raw.
+  Measured (2-core dev CPU, 2026-11-21, fresh clone): 95.2% top-1 raw, 93.7% EMA
+  (top-5 99.6 / 99.3) on the 1,000 mnist5k test digits after 15 epochs (465 steps); 3m00s wall
+  on a quiet machine plus a separate `--mode eval`. Epoch 5: 79.1%, epoch 10: 92.4% raw.
 """
 from configs import common
 
