@@ -24,6 +24,8 @@ Fields (all overridable as --config.a.b=value):
   log_every_steps, eval_every_{epochs|steps}, checkpoint_every_{epochs|steps},
   keep_checkpoints, async_checkpoints, profile_first_step (None = no profile),
   profile_num_steps, seed.
+  precise_bn_samples    recompute BatchNorm statistics over this many training samples before
+                        each eval (pycls precise BN; 0 = off; only models with BN, i.e. ViT_C).
 """
 import ml_collections
 from ml_collections import config_dict
@@ -77,6 +79,7 @@ def base_config():
   c.async_checkpoints = True
   c.profile_first_step = config_dict.placeholder(int)
   c.profile_num_steps = 5
+  c.precise_bn_samples = 0
   return c
 
 
@@ -134,6 +137,7 @@ def pycls_recipe(c, model_name, size, optimizer, epochs, tuned):
   c.schedule.update(dict(name='pycls_cosine', per_epoch=True, warmup_epochs=5.0,
                          warmup_factor=0.1, min_lr_factor=0.005))
   c.ema.update(dict(enabled=True, period=32, alpha=1e-5))
+  c.precise_bn_samples = 8192  # pycls config BN.USE_PRECISE_STATS, BN.NUM_SAMPLES_PRECISE (SPEC: P1 recipe)
   c.eval_every_epochs = 10.0
   c.checkpoint_every_epochs = 1.0
   c.log_every_steps = 100

@@ -27,6 +27,10 @@ def _vitc_config():
   c = tiny.tiny_config('vitc', steps=STEPS)
   c.num_devices = 1
   c.log_every_steps = 1
+  # pycls precise BN before each eval (step 4 and the end): the resume and --mode eval tests below
+  # then also check that it keeps the stream and the saved state exact.
+  c.precise_bn_samples = 32
+  c.eval_every_steps = 4
   return c
 
 
@@ -126,3 +130,30 @@ def test_non_finite_loss_stops_naming_the_step_and_keeps_last_good_checkpoint(
   state = tiny.checkpoint_state(tmp_path)
   assert state['step'] == 2
   assert all(np.isfinite(x).all() for x in jax_leaves(state['params']))
+
+
+def test_saved_bn_statistics_are_precise_bn_over_the_next_training_batches(vitc_run):
+  """The final checkpoint holds pycls precise BN statistics: the average batch statistics of the
+  raw and EMA weights over the next precise_bn_samples of the training stream."""
+  import jax
+  from vit_jax_stems.train import device_augment, precise_bn, train_state
+  workdir, _ = vitc_run
+  c = _vitc_config()
+  info = data.get_dataset_info(c.data)
+  model, spec = train_state.build_model(c, info.num_classes)
+  state = tiny.checkpoint_state(workdir)
+  stream = data.make_train_iterator(c.data, global_batch_size=c.batch_size, seed=c.seed, start_step=STEPS)
+  batches = [next(stream) for _ in range(precise_bn.num_batches(c.precise_bn_samples, c.batch_size))]
+  stats_fn = jax.jit(precise_bn.make_batch_stats_fn(
+      model, device_augment.DeviceAugment.from_config(c.data, info.num_classes), spec.batch_norm_momentum))
+  key = precise_bn.precise_bn_key(state['rng'], STEPS)
+  for saved, params in ((state['batch_stats'], state['params']), (state['ema']['batch_stats'], state['ema']['params'])):
+    want = precise_bn.precise_batch_stats(stats_fn, {'params': params, 'batch_stats': saved}, batches, key)
+    for a, b in zip(jax.tree_util.tree_leaves(saved), jax.tree_util.tree_leaves(want)):
+      np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+  # Negative control: the same computation over other batches of the stream gives other statistics.
+  other = [next(data.make_train_iterator(c.data, global_batch_size=c.batch_size, seed=c.seed))]
+  elsewhere = precise_bn.precise_batch_stats(
+      stats_fn, {'params': state['params'], 'batch_stats': state['batch_stats']}, other, key)
+  assert any(not np.allclose(a, b, rtol=1e-3) for a, b in zip(
+      jax.tree_util.tree_leaves(state['batch_stats']), jax.tree_util.tree_leaves(elsewhere)))

@@ -15,7 +15,7 @@ TOP_LEVEL = {
     'eval_batch_size', 'num_devices', 'total_steps', 'total_epochs', 'total_examples', 'optimizer', 'schedule',
     'ema', 'mesh', 'sharding_rules', 'log_every_steps', 'eval_every_steps', 'eval_every_epochs',
     'checkpoint_every_steps', 'checkpoint_every_epochs', 'keep_checkpoints',
-    'async_checkpoints', 'profile_first_step', 'profile_num_steps',
+    'async_checkpoints', 'profile_first_step', 'profile_num_steps', 'precise_bn_samples',
 }
 SUB_FIELDS = {
     'optimizer': {'name', 'lr', 'lr_base_batch', 'weight_decay', 'wd_mask', 'b1', 'b2', 'eps',
@@ -78,6 +78,8 @@ def check(config, *, num_devices=None, num_processes=None, model_names=None, spe
   _require(config.eval_batch_size % num_devices == 0, 'eval_batch_size',
            f'{config.eval_batch_size} is not divisible by the {num_devices} devices.')
   del num_processes  # devices are a multiple of processes, so the checks above cover them.
+  _require(config.get('precise_bn_samples', 0) >= 0, 'precise_bn_samples',
+           f'must be >= 0 (0 turns precise BN statistics off), got {config.get("precise_bn_samples")}.')
   aug = config.data.augment
   if aug.get('mixup_alpha', 0) > 0 or aug.get('cutmix_alpha', 0) > 0:
     group = aug.get('mix_group_size', 0)

@@ -22,6 +22,7 @@ from vit_jax_stems.train import durations
 from vit_jax_stems.train import evaluate
 from vit_jax_stems.train import metrics
 from vit_jax_stems.train import optimizer as optimizer_lib
+from vit_jax_stems.train import precise_bn
 from vit_jax_stems.train import pretrained
 from vit_jax_stems.train import sharding
 from vit_jax_stems.train import device_augment
@@ -150,8 +151,8 @@ def train_and_evaluate(config, workdir):
   start_step = int(jax.device_get(state['step']))
 
   # ------------------------------------------------------------------ Input
-  train_iter = data.make_train_iterator(config.data, global_batch_size=plan.micro_batch,
-                                        seed=config.seed, start_step=start_step)
+  train_iter = precise_bn.PeekableIterator(data.make_train_iterator(
+      config.data, global_batch_size=plan.micro_batch, seed=config.seed, start_step=start_step))
 
   # ------------------------------------------------------------------ Evaluators, writers
   evaluator = evaluate.Evaluator(model, config.data, split=config.data.eval_split,
@@ -165,6 +166,29 @@ def train_and_evaluate(config, workdir):
     writer.write_hparams({k: v for k, v in config.items() if isinstance(v, (int, float, str))})
   mfu_note = f'MFU vs {peak_source}' if peak else peak_source
   logging.info('%s; %.3f GMACs/image (pycls count)', mfu_note, macs / 1e9)
+
+  augment = device_augment.DeviceAugment.from_config(config.data, info.num_classes)
+  use_precise_bn = config.precise_bn_samples > 0 and bool(jax.tree_util.tree_leaves(state['batch_stats']))
+  if use_precise_bn:
+    bn_stats = jax.jit(precise_bn.make_batch_stats_fn(model, augment, spec.batch_norm_momentum))
+
+  def with_precise_bn(state, step):
+    """pycls: BN statistics recomputed over the next training batches, raw and EMA, before eval."""
+    if not use_precise_bn:
+      return state
+    with report.timed('precise_bn'):
+      n = precise_bn.num_batches(config.precise_bn_samples, plan.micro_batch)
+      batches = [sharding.global_batch(b, batch_sharding) for b in train_iter.peek(n)]
+      key = precise_bn.precise_bn_key(state['rng'], step)
+      state = dict(state)
+      state['batch_stats'] = jax.device_put(precise_bn.precise_batch_stats(
+          bn_stats, train_state.variables_of(state, 'params'), batches, key), state_shardings['batch_stats'])
+      if 'ema' in state:
+        ema_stats = precise_bn.precise_batch_stats(
+            bn_stats, train_state.variables_of(state, 'ema'), batches, key)
+        state['ema'] = dict(state['ema'], batch_stats=jax.device_put(
+            ema_stats, state_shardings['ema']['batch_stats']))
+    return state
 
   def run_eval(step):
     names = {'params': train_state.variables_of(state, 'params')}
@@ -226,9 +250,12 @@ def train_and_evaluate(config, workdir):
         window, t_window, s_window = [], time.monotonic(), step
 
       if plan.eval_every and step % plan.eval_every == 0 and step != plan.total_steps:
+        state = with_precise_bn(state, step)
         last['eval'] = run_eval(step)
         t_window = time.monotonic()  # eval time is not training throughput
 
+      if step == plan.total_steps:  # before the final save, so that `--mode eval` sees the same stats
+        state = with_precise_bn(state, step)
       preempted = preemption.should_stop(step)
       if preempted or step == plan.total_steps or (
           plan.checkpoint_every and step % plan.checkpoint_every == 0):
