@@ -151,8 +151,8 @@ def decode_resize_center_crop(encoded, *, size: int, crop_pct: float, method: st
   would (so eval sees the values training saw), then the centre crop. Without antialiasing this is
   what runs (ResizeBilinear/ResizeBicubic on the decoded uint8 image, rounding only the crop): those
   ops take no translation, and resampling just the crop's window some other way (crop_and_resize,
-  ScaleAndTranslate) measured slower than resizing the whole image. With antialiasing (the ConViT/timm recipe) tf.image.resize is ScaleAndTranslate, which takes a
-  translation: only the source window under the crop (plus the kernel's support) is decoded and only
+  ScaleAndTranslate) measured slower than resizing the whole image. With antialiasing (the
+  ConViT/timm recipe) tf.image.resize is ScaleAndTranslate, which takes a translation: only the source window under the crop (plus the kernel's support) is decoded and only
   the size x size output pixels are computed, with the sample positions of resize-then-crop. Pixels
   equal the definition up to float rounding of the sample positions (a rare 1-level difference).
   """

@@ -18,9 +18,9 @@ No iterator state needs to go into checkpoints: the step number is enough.
 
 Bad records (corrupt or truncated images) are skipped and counted, never a crash and never silent:
 decoding runs in chunks of examples inside an inner dataset with ignore_errors, and the slots that
-do not come back get a flagged placeholder; in training the placeholder's slot in the batch is filled with a copy of the
-first good example of the same batch (shapes, batch composition and the resume arithmetic stay
-fixed), in eval its mask is False. The Python iterators count them (`num_bad_records`), keep their
+do not come back get a flagged placeholder; in training the placeholder's slot in the batch is
+filled with a copy of the first good example of the same batch (shapes, batch composition and the
+resume arithmetic stay fixed), in eval its mask is False. The Python iterators count them (`num_bad_records`), keep their
 TFDS ids (`bad_record_ids`) and log a warning naming each; a batch with no good example raises.
 """
 import math
@@ -205,11 +205,10 @@ def make_eval_dataset(config, *, split: str | None = None, global_batch_size: in
   size = config.image_size
 
   def preprocess(example):
-    return tf.cast(decode.decode_resize_center_crop(example['image'], size=size, crop_pct=config.crop_pct,
-                                                    method=config.interpolation, antialias=config.antialias),
-                   tf.uint8)
+    return decode.decode_resize_center_crop(example['image'], size=size, crop_pct=config.crop_pct,
+                                            method=config.interpolation, antialias=config.antialias)
   ds = _decode_or_flag(_read(builder, local_split, config), preprocess, tf.zeros([size, size, 3], tf.uint8)).unbatch()
-  ds = ds.map(lambda ex: {'image': tf.cast(ex['image'], tf.uint8), 'label': ex['label'],
+  ds = ds.map(lambda ex: {'image': ex['image'], 'label': ex['label'],
                           'mask': ex['ok'], 'real': tf.constant(True), 'tfds_id': ex['tfds_id']},
               num_parallel_calls=tf.data.AUTOTUNE)
   padding = tf.data.Dataset.from_tensors({

@@ -7,7 +7,7 @@ machine (batch not divisible by the devices, a mesh that does not fit).
 """
 import jax
 
-from vit_jax_stems.train import durations, optimizer, sharding
+from vit_jax_stems.train import device_augment, durations, optimizer, sharding
 
 # The fields a training config may have (see configs/common.py for what each means).
 TOP_LEVEL = {
@@ -80,12 +80,7 @@ def check(config, *, num_devices=None, num_processes=None, model_names=None, spe
   del num_processes  # devices are a multiple of processes, so the checks above cover them.
   _require(config.get('precise_bn_samples', 0) >= 0, 'precise_bn_samples',
            f'must be >= 0 (0 turns precise BN statistics off), got {config.get("precise_bn_samples")}.')
-  aug = config.data.augment
-  if aug.get('mixup_alpha', 0) > 0 or aug.get('cutmix_alpha', 0) > 0:
-    group = aug.get('mix_group_size', 0)
-    _require(group >= 1 and micro % group == 0, 'data.augment.mix_group_size',
-             f'{group} examples share one mixup/CutMix draw, so it must divide the per-step batch {micro} '
-             '(batch_size / accum_steps); change either.')
+  device_augment.DeviceAugment.from_config(config.data, num_classes=1).check_batch_size(micro)
 
   sharding.mesh_shape(config.mesh, num_devices)
   sharding.check_rules(config.sharding_rules)

@@ -69,12 +69,13 @@ class DeviceAugment:
   def mixes(self) -> bool:
     return self.mixup_alpha > 0 or self.cutmix_alpha > 0
 
-  def check_batch_size(self, batch_size: int, where: str = 'the batch size'):
-    """Raises before compile when mixing groups do not tile the (micro-)batch."""
-    if self.mixes and batch_size % self.mix_group_size:
+  def check_batch_size(self, batch_size: int):
+    """Raises before compile when mixing groups do not tile the per-step batch (also a config check)."""
+    if self.mixes and (self.mix_group_size < 1 or batch_size % self.mix_group_size):
       raise ValueError(
-          f'{where} ({batch_size}) must be a multiple of config.data.augment.mix_group_size '
-          f'({self.mix_group_size}), the examples that share one mixup/CutMix draw; change either.')
+          f'config.data.augment.mix_group_size: {self.mix_group_size} examples share one mixup/CutMix '
+          f'draw, so it must divide the per-step batch {batch_size} (batch_size / accum_steps); '
+          'change either.')
 
   def __call__(self, images_uint8: jax.Array, labels: jax.Array, key: jax.Array):
     """(float32 normalised images (B, H, W, 3), soft targets (B, num_classes)) for one step."""

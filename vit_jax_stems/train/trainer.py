@@ -18,6 +18,7 @@ from vit_jax_stems import data
 from vit_jax_stems import models
 from vit_jax_stems.train import checkpointing
 from vit_jax_stems.train import config_checks
+from vit_jax_stems.train import device_augment
 from vit_jax_stems.train import durations
 from vit_jax_stems.train import evaluate
 from vit_jax_stems.train import metrics
@@ -25,7 +26,6 @@ from vit_jax_stems.train import optimizer as optimizer_lib
 from vit_jax_stems.train import precise_bn
 from vit_jax_stems.train import pretrained
 from vit_jax_stems.train import sharding
-from vit_jax_stems.train import device_augment
 from vit_jax_stems.train import steps
 from vit_jax_stems.train import train_state
 
@@ -131,9 +131,9 @@ def train_and_evaluate(config, workdir):
   peak, peak_source = metrics.peak_flops_per_device(jax.devices()[0].device_kind)
 
   # ------------------------------------------------------------------ Update step
+  augment = device_augment.DeviceAugment.from_config(config.data, info.num_classes)
   train_step = jax.jit(
-      steps.make_train_step(model, tx, lr_schedule, plan, config.ema,
-                            device_augment.DeviceAugment.from_config(config.data, info.num_classes)),
+      steps.make_train_step(model, tx, lr_schedule, plan, config.ema, augment),
       in_shardings=(state_shardings, batch_sharding),
       out_shardings=(state_shardings, replicated),
       donate_argnums=(0,))
@@ -167,7 +167,6 @@ def train_and_evaluate(config, workdir):
   mfu_note = f'MFU vs {peak_source}' if peak else peak_source
   logging.info('%s; %.3f GMACs/image (pycls count)', mfu_note, macs / 1e9)
 
-  augment = device_augment.DeviceAugment.from_config(config.data, info.num_classes)
   use_precise_bn = config.precise_bn_samples > 0 and bool(jax.tree_util.tree_leaves(state['batch_stats']))
   if use_precise_bn:
     bn_stats = jax.jit(precise_bn.make_batch_stats_fn(model, augment, spec.batch_norm_momentum))
