@@ -27,6 +27,7 @@ Fields (all overridable as --config.a.b=value):
   precise_bn_samples    recompute BatchNorm statistics over this many training samples before
                         each eval (pycls precise BN; 0 = off; only models with BN, i.e. ViT_C).
 """
+
 import ml_collections
 from ml_collections import config_dict
 
@@ -58,15 +59,35 @@ def base_config():
   c.total_epochs = config_dict.placeholder(float)
   c.total_steps = config_dict.placeholder(int)
   c.total_examples = config_dict.placeholder(int)
-  c.optimizer = ml_collections.ConfigDict(dict(
-      name='adamw', lr=1e-3, lr_base_batch=config_dict.placeholder(int), weight_decay=0.05,
-      wd_mask='pycls', b1=0.9, b2=0.999, eps=1e-8, momentum=0.9, nesterov=True,
-      grad_clip_norm=config_dict.placeholder(float), accum_steps=1))
-  c.schedule = ml_collections.ConfigDict(dict(
-      name='pycls_cosine', per_epoch=True,
-      warmup_epochs=config_dict.placeholder(float), warmup_steps=config_dict.placeholder(int),
+  c.optimizer = ml_collections.ConfigDict(
+    dict(
+      name='adamw',
+      lr=1e-3,
+      lr_base_batch=config_dict.placeholder(int),
+      weight_decay=0.05,
+      wd_mask='pycls',
+      b1=0.9,
+      b2=0.999,
+      eps=1e-8,
+      momentum=0.9,
+      nesterov=True,
+      grad_clip_norm=config_dict.placeholder(float),
+      accum_steps=1,
+    )
+  )
+  c.schedule = ml_collections.ConfigDict(
+    dict(
+      name='pycls_cosine',
+      per_epoch=True,
+      warmup_epochs=config_dict.placeholder(float),
+      warmup_steps=config_dict.placeholder(int),
       warmup_examples=config_dict.placeholder(int),
-      warmup_factor=0.1, min_lr_factor=0.005, warmup_lr=1e-6, min_lr=1e-5))
+      warmup_factor=0.1,
+      min_lr_factor=0.005,
+      warmup_lr=1e-6,
+      min_lr=1e-5,
+    )
+  )
   c.ema = ml_collections.ConfigDict(dict(enabled=False, period=32, alpha=1e-5))
   c.mesh = (('data', -1), ('fsdp', 1))
   c.sharding_rules = (('.*', 'fsdp'),)  # with fsdp size 1 this is plain data parallelism
@@ -86,17 +107,22 @@ def base_config():
 # P1 Table 4 (50-epoch tuning): (AdamW lr, wd), (SGD lr, wd) per model. Sizes not in the table
 # (36gf, 72gf) use the vitconfigs / P1 400-epoch AdamW values and have no SGD setting.
 P1_TUNED = {
-    'vit_p_1gf': ((2e-3, 0.20), (1.9, 1.3e-5)),
-    'vit_p_4gf': ((2e-3, 0.20), (1.9, 1.3e-5)),
-    'vit_p_18gf': ((1e-3, 0.24), (1.1, 1.2e-5)),
-    'vit_c_1gf': ((2.5e-3, 0.19), (1.9, 1.3e-5)),
-    'vit_c_4gf': ((1e-3, 0.24), (1.3, 2.2e-5)),
-    'vit_c_18gf': ((1e-3, 0.24), (1.1, 2.7e-5)),
+  'vit_p_1gf': ((2e-3, 0.20), (1.9, 1.3e-5)),
+  'vit_p_4gf': ((2e-3, 0.20), (1.9, 1.3e-5)),
+  'vit_p_18gf': ((1e-3, 0.24), (1.1, 1.2e-5)),
+  'vit_c_1gf': ((2.5e-3, 0.19), (1.9, 1.3e-5)),
+  'vit_c_4gf': ((1e-3, 0.24), (1.3, 2.2e-5)),
+  'vit_c_18gf': ((1e-3, 0.24), (1.1, 2.7e-5)),
 }
 # P1 / pycls vitconfigs 400-epoch AdamW recipe: lr 1e-3, wd 0.24 for 1/4/18GF; 36GF configs
 # 7e-4 / 0.24 (P1 text says 6e-4 / 0.28; we follow the released configs).
-P1_ADAMW = {'1gf': (1e-3, 0.24), '4gf': (1e-3, 0.24), '18gf': (1e-3, 0.24),
-            '36gf': (7e-4, 0.24), '72gf': (1e-3, 0.24)}
+P1_ADAMW = {
+  '1gf': (1e-3, 0.24),
+  '4gf': (1e-3, 0.24),
+  '18gf': (1e-3, 0.24),
+  '36gf': (7e-4, 0.24),
+  '72gf': (1e-3, 0.24),
+}
 
 
 PYCLS_SIZES = ('1gf', '4gf', '18gf', '36gf', '72gf')
@@ -112,8 +138,14 @@ def pycls_family_config(arg, prefix, demo_overrides):
     return c
   if opts['size'] not in PYCLS_SIZES:
     raise ValueError(f'size={opts["size"]!r}: choose one of {PYCLS_SIZES}.')
-  pycls_recipe(c, f'{prefix}_{opts["size"]}', opts['size'], opts['optimizer'],
-               int(opts['epochs']), bool(opts['tuned']))
+  pycls_recipe(
+    c,
+    f'{prefix}_{opts["size"]}',
+    opts['size'],
+    opts['optimizer'],
+    int(opts['epochs']),
+    bool(opts['tuned']),
+  )
   return c
 
 
@@ -134,10 +166,15 @@ def pycls_recipe(c, model_name, size, optimizer, epochs, tuned):
     c.optimizer.update(dict(name='sgd', lr=lr, weight_decay=wd, momentum=0.9, nesterov=True))
   else:
     raise ValueError(f'optimizer={optimizer!r}: use adamw or sgd.')
-  c.schedule.update(dict(name='pycls_cosine', per_epoch=True, warmup_epochs=5.0,
-                         warmup_factor=0.1, min_lr_factor=0.005))
+  c.schedule.update(
+    dict(
+      name='pycls_cosine', per_epoch=True, warmup_epochs=5.0, warmup_factor=0.1, min_lr_factor=0.005
+    )
+  )
   c.ema.update(dict(enabled=True, period=32, alpha=1e-5))
-  c.precise_bn_samples = 8192  # pycls config BN.USE_PRECISE_STATS, BN.NUM_SAMPLES_PRECISE (SPEC: P1 recipe)
+  c.precise_bn_samples = (
+    8192  # pycls config BN.USE_PRECISE_STATS, BN.NUM_SAMPLES_PRECISE (SPEC: P1 recipe)
+  )
   c.eval_every_epochs = 10.0
   c.checkpoint_every_epochs = 1.0
   c.log_every_steps = 100
@@ -157,8 +194,15 @@ def demo(c, model_name, model_overrides):
   c.eval_batch_size = 200
   c.total_epochs = 15.0
   c.optimizer.update(dict(name='adamw', lr=2e-3, weight_decay=0.05, wd_mask='pycls'))
-  c.schedule.update(dict(name='pycls_cosine', per_epoch=False, warmup_epochs=1.0,
-                         warmup_factor=0.1, min_lr_factor=0.005))
+  c.schedule.update(
+    dict(
+      name='pycls_cosine',
+      per_epoch=False,
+      warmup_epochs=1.0,
+      warmup_factor=0.1,
+      min_lr_factor=0.005,
+    )
+  )
   c.ema.update(dict(enabled=True, period=1, alpha=1e-3))
   c.log_every_steps = 50
   c.eval_every_epochs = 5.0

@@ -16,11 +16,20 @@ Demo (this repo's CPU check):
   (top-5 99.6 / 99.3) on the 1,000 mnist5k test digits after 15 epochs (465 steps); 3m00s wall
   on a quiet machine plus a separate `--mode eval`. Epoch 5: 79.1%, epoch 10: 92.4% raw.
 """
+
 from configs import common
 
 
 def get_config(arg=None):
   # Demo: conv stem 3x3 s2 -> 3x3 s2 -> 1x1 (patch 4), one block fewer than ViT_P's demo as in P1.
-  return common.pycls_family_config(arg, 'vit_c', dict(
-      common.DEMO_TRANSFORMER, depth=4, stem_kernels=(3, 3, 1), stem_strides=(2, 2, 1),
-      stem_channels=(16, 32, 64)))
+  return common.pycls_family_config(
+    arg,
+    'vit_c',
+    dict(
+      common.DEMO_TRANSFORMER,
+      depth=4,
+      stem_kernels=(3, 3, 1),
+      stem_strides=(2, 2, 1),
+      stem_channels=(16, 32, 64),
+    ),
+  )

@@ -7,6 +7,7 @@
   model inits) compile once.
 * The repository root on sys.path, for `configs` and `tools`.
 """
+
 import os
 import sys
 
@@ -14,13 +15,16 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
   sys.path.insert(0, ROOT)
 
-os.environ.setdefault("JAX_PLATFORMS", "cpu")
+os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 os.environ.setdefault(
-    "XLA_FLAGS", "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true")
+  'XLA_FLAGS', '--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true'
+)
 
 import jax  # noqa: E402
 
-jax.config.update("jax_num_cpu_devices", 8)
-jax.config.update("jax_compilation_cache_dir", os.path.join(
-    os.environ.get("TMPDIR", "/tmp"), "vit_jax_stems_test_jit_cache"))
-jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+jax.config.update('jax_num_cpu_devices', 8)
+jax.config.update(
+  'jax_compilation_cache_dir',
+  os.path.join(os.environ.get('TMPDIR', '/tmp'), 'vit_jax_stems_test_jit_cache'),
+)
+jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.5)

@@ -11,6 +11,7 @@ facebookresearch/pycls (branch main):
   .venv/bin/python tools/full_parity.py --pycls-root /tmp/pycls
   .venv/bin/python tools/full_parity.py --models convit_ti convit_s      # timm only
 """
+
 import argparse
 import os
 import sys
@@ -21,39 +22,50 @@ import torch
 
 # The repository root, for vit_jax_stems; reference_models sits beside this script.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import reference_models as ref  # noqa: E402
+import reference_models as ref
 
 # vit_p_1gf / vit_c_1gf as in pycls vitconfigs configs/vitconv_baselines/vit/ViT-{P,C}-1.0GF_*.yaml.
-PYCLS_1GF = dict(image_size=224, patch_size=16, n_heads=3, hidden_d=192, mlp_d=576, num_classes=1000)
+PYCLS_1GF = dict(
+  image_size=224, patch_size=16, n_heads=3, hidden_d=192, mlp_d=576, num_classes=1000
+)
 PYCLS_MODELS = {
-    "vit_p_1gf": dict(PYCLS_1GF, stem_type="patchify", n_layers=12),
-    "vit_c_1gf": dict(PYCLS_1GF, stem_type="conv", n_layers=11, c_stem_kernels=(3, 3, 3, 3, 1),
-                      c_stem_strides=(2, 2, 2, 2, 1), c_stem_dims=(24, 48, 96, 192, 192)),
+  'vit_p_1gf': dict(PYCLS_1GF, stem_type='patchify', n_layers=12),
+  'vit_c_1gf': dict(
+    PYCLS_1GF,
+    stem_type='conv',
+    n_layers=11,
+    c_stem_kernels=(3, 3, 3, 3, 1),
+    c_stem_strides=(2, 2, 2, 2, 1),
+    c_stem_dims=(24, 48, 96, 192, 192),
+  ),
 }
-TIMM_MODELS = {"convit_ti": "convit_tiny", "convit_s": "convit_small"}
+TIMM_MODELS = {'convit_ti': 'convit_tiny', 'convit_s': 'convit_small'}
 
 
 def reference_model(arch, pycls_root):
   """(torch model, family) with random, perturbed weights."""
   if arch in TIMM_MODELS:
     convit = ref.import_timm_convit()
-    return getattr(convit, TIMM_MODELS[arch])(pretrained=False), "timm"
+    return getattr(convit, TIMM_MODELS[arch])(pretrained=False), 'timm'
   if pycls_root is None:
-    raise SystemExit(f"{arch} needs --pycls-root (a checkout of facebookresearch/pycls, branch main)")
+    raise SystemExit(
+      f'{arch} needs --pycls-root (a checkout of facebookresearch/pycls, branch main)'
+    )
   model, _, _, _ = ref.build_pycls_vit(pycls_root, arch=arch, **PYCLS_MODELS[arch])
-  return model, "pycls"
+  return model, 'pycls'
 
 
 def run(arch, pycls_root, batch, seed):
   import jax
   import jax.numpy as jnp
+
   from vit_jax_stems import convert, models
 
   torch.manual_seed(seed)
   model, family = reference_model(arch, pycls_root)
   gen = torch.Generator().manual_seed(seed + 1)
   ref.perturb_parameters(model, gen, scale=0.02)
-  if arch.startswith("vit_c"):
+  if arch.startswith('vit_c'):
     ref.set_bn_running_stats(model, gen, 224, steps=2, batch=4)
   images = ref.random_images(seed + 2, batch, 224)
   start = time.time()
@@ -70,24 +82,33 @@ def run(arch, pycls_root, batch, seed):
 
 
 def main():
-  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("--pycls-root", default=os.environ.get("PYCLS_ROOT"))
-  parser.add_argument("--models", nargs="+", default=[*TIMM_MODELS, *PYCLS_MODELS],
-                      choices=[*TIMM_MODELS, *PYCLS_MODELS])
-  parser.add_argument("--batch", type=int, default=2)
-  parser.add_argument("--tolerance", type=float, default=1e-4)
+  parser = argparse.ArgumentParser(
+    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+  )
+  parser.add_argument('--pycls-root', default=os.environ.get('PYCLS_ROOT'))
+  parser.add_argument(
+    '--models',
+    nargs='+',
+    default=[*TIMM_MODELS, *PYCLS_MODELS],
+    choices=[*TIMM_MODELS, *PYCLS_MODELS],
+  )
+  parser.add_argument('--batch', type=int, default=2)
+  parser.add_argument('--tolerance', type=float, default=1e-4)
   args = parser.parse_args()
   failed = []
   for i, arch in enumerate(args.models):
     diff, scale, torch_s, jax_s = run(arch, args.pycls_root, args.batch, seed=100 * (i + 1))
     ok = diff <= args.tolerance
-    print(f"{arch:10s} max abs logit diff {diff:.2e} (max |logit| {scale:.2f}; torch {torch_s:.1f}s, "
-          f"jax compile+run {jax_s:.1f}s) {'OK' if ok else 'FAIL'}", flush=True)
+    print(
+      f'{arch:10s} max abs logit diff {diff:.2e} (max |logit| {scale:.2f}; torch {torch_s:.1f}s, '
+      f'jax compile+run {jax_s:.1f}s) {"OK" if ok else "FAIL"}',
+      flush=True,
+    )
     if not ok:
       failed.append(arch)
   if failed:
-    sys.exit(f"parity above {args.tolerance}: {', '.join(failed)}")
+    sys.exit(f'parity above {args.tolerance}: {", ".join(failed)}')
 
 
-if __name__ == "__main__":
+if __name__ == '__main__':
   main()

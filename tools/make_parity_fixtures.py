@@ -14,109 +14,185 @@ Command (from the repository root; needs requirements-reference.txt and a pycls 
   .venv/bin/python tools/make_parity_fixtures.py --pycls-root /tmp/pycls --out tests/fixtures/parity \
       --pycls-revision 5719de641657c251f807c20a1fcf8ef6f4b60144
 """
+
 import argparse
 import json
 import os
 import subprocess
 
 import numpy as np
+import reference_models as ref
 import torch
 from safetensors.torch import save_file
-
-import reference_models as ref
 
 BATCH = 3
 
 # (name, builder, kwargs). Shapes follow the full models (SPEC sections 1 and 2), scaled down.
 CASES = [
-    # ViT_P-1GF shape: patchify stem, scaled to hidden 48, 3 heads, MLP 96; patch 8 on 32x32 -> 4x4.
-    ("pycls_vit_p", "pycls", dict(
-        arch="vit_p_1gf", image_size=32, patch_size=8, stem_type="patchify", n_layers=3,
-        n_heads=3, hidden_d=48, mlp_d=96, num_classes=10)),
-    # ViT_C-1GF shape: 3x3 stride-2 convs + BN + ReLU, then a 1x1 conv to hidden; 8 = 2*2*2*1.
-    ("pycls_vit_c", "pycls", dict(
-        arch="vit_c_1gf", image_size=32, patch_size=8, stem_type="conv", n_layers=2,
-        n_heads=3, hidden_d=48, mlp_d=96, num_classes=10,
-        c_stem_kernels=(3, 3, 3, 1), c_stem_strides=(2, 2, 2, 1), c_stem_dims=(12, 24, 48, 48))),
-    # ConViT-Ti shape: 4 heads (k=2, even centre), 2 GPSA blocks then 1 MHSA block.
-    ("timm_convit_4h", "timm", dict(
-        arch="convit_ti", img_size=32, patch_size=8, embed_dim_per_head=12, num_heads=4, depth=3,
-        local_up_to_layer=2, num_classes=10)),
-    # ConViT-S shape: 9 heads (k=3, odd centre), and a locality strength other than 1.
-    ("timm_convit_9h", "timm", dict(
-        arch="convit_s", img_size=32, patch_size=8, embed_dim_per_head=6, num_heads=9, depth=3,
-        local_up_to_layer=2, num_classes=10, locality_strength=1.5)),
-    # 6 heads: k = int(sqrt(6)) = 2, so heads 4 and 5 keep their random pos_proj init in timm.
-    ("timm_convit_6h", "timm", dict(
-        arch="convit_ti", img_size=32, patch_size=8, embed_dim_per_head=6, num_heads=6, depth=2,
-        local_up_to_layer=1, num_classes=10)),
+  # ViT_P-1GF shape: patchify stem, scaled to hidden 48, 3 heads, MLP 96; patch 8 on 32x32 -> 4x4.
+  (
+    'pycls_vit_p',
+    'pycls',
+    dict(
+      arch='vit_p_1gf',
+      image_size=32,
+      patch_size=8,
+      stem_type='patchify',
+      n_layers=3,
+      n_heads=3,
+      hidden_d=48,
+      mlp_d=96,
+      num_classes=10,
+    ),
+  ),
+  # ViT_C-1GF shape: 3x3 stride-2 convs + BN + ReLU, then a 1x1 conv to hidden; 8 = 2*2*2*1.
+  (
+    'pycls_vit_c',
+    'pycls',
+    dict(
+      arch='vit_c_1gf',
+      image_size=32,
+      patch_size=8,
+      stem_type='conv',
+      n_layers=2,
+      n_heads=3,
+      hidden_d=48,
+      mlp_d=96,
+      num_classes=10,
+      c_stem_kernels=(3, 3, 3, 1),
+      c_stem_strides=(2, 2, 2, 1),
+      c_stem_dims=(12, 24, 48, 48),
+    ),
+  ),
+  # ConViT-Ti shape: 4 heads (k=2, even centre), 2 GPSA blocks then 1 MHSA block.
+  (
+    'timm_convit_4h',
+    'timm',
+    dict(
+      arch='convit_ti',
+      img_size=32,
+      patch_size=8,
+      embed_dim_per_head=12,
+      num_heads=4,
+      depth=3,
+      local_up_to_layer=2,
+      num_classes=10,
+    ),
+  ),
+  # ConViT-S shape: 9 heads (k=3, odd centre), and a locality strength other than 1.
+  (
+    'timm_convit_9h',
+    'timm',
+    dict(
+      arch='convit_s',
+      img_size=32,
+      patch_size=8,
+      embed_dim_per_head=6,
+      num_heads=9,
+      depth=3,
+      local_up_to_layer=2,
+      num_classes=10,
+      locality_strength=1.5,
+    ),
+  ),
+  # 6 heads: k = int(sqrt(6)) = 2, so heads 4 and 5 keep their random pos_proj init in timm.
+  (
+    'timm_convit_6h',
+    'timm',
+    dict(
+      arch='convit_ti',
+      img_size=32,
+      patch_size=8,
+      embed_dim_per_head=6,
+      num_heads=6,
+      depth=2,
+      local_up_to_layer=1,
+      num_classes=10,
+    ),
+  ),
 ]
 
 
 def _git_rev(root):
-    try:
-        return subprocess.run(["git", "-C", root, "rev-parse", "HEAD"], capture_output=True,
-                              text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return None
+  try:
+    return subprocess.run(
+      ['git', '-C', root, 'rev-parse', 'HEAD'], capture_output=True, text=True, check=True
+    ).stdout.strip()
+  except (OSError, subprocess.CalledProcessError):
+    return None
 
 
 def make_fixture(name, family, kwargs, seed, pycls_root):
-    torch.manual_seed(seed)
-    if family == "pycls":
-        model, ref_kwargs, arch, overrides = ref.build_pycls_vit(pycls_root, **kwargs)
-        fmt = "pycls_vit"
-    else:
-        model, ref_kwargs, arch, overrides = ref.build_timm_convit(**kwargs)
-        fmt = "timm_convit"
-    extra = {}
-    if family == "timm":
-        for i, blk in enumerate(model.blocks):
-            if hasattr(blk.attn, "pos_proj"):
-                extra[f"init_pos_proj_weight_{i}"] = blk.attn.pos_proj.weight.detach().numpy().copy()
-    gen = torch.Generator().manual_seed(seed + 1)
-    ref.perturb_parameters(model, gen)
-    if family == "pycls" and kwargs["stem_type"] == "conv":
-        ref.set_bn_running_stats(model, gen, kwargs["image_size"])
-    model.eval()
-    image_size = overrides["image_size"]
-    images = ref.random_images(seed + 2, BATCH, image_size)
-    logits = ref.reference_logits(model, images)
-    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
-    meta = {
-        "format": fmt,
-        "arch": arch,
-        "overrides": overrides,
-        "reference_kwargs": ref_kwargs,
-        "seed": seed,
-        "input_layout": "NCHW",
-        "torch": torch.__version__,
-    }
-    return state, images, logits, extra, meta
+  torch.manual_seed(seed)
+  if family == 'pycls':
+    model, ref_kwargs, arch, overrides = ref.build_pycls_vit(pycls_root, **kwargs)
+    fmt = 'pycls_vit'
+  else:
+    model, ref_kwargs, arch, overrides = ref.build_timm_convit(**kwargs)
+    fmt = 'timm_convit'
+  extra = {}
+  if family == 'timm':
+    for i, blk in enumerate(model.blocks):
+      if hasattr(blk.attn, 'pos_proj'):
+        extra[f'init_pos_proj_weight_{i}'] = blk.attn.pos_proj.weight.detach().numpy().copy()
+  gen = torch.Generator().manual_seed(seed + 1)
+  ref.perturb_parameters(model, gen)
+  if family == 'pycls' and kwargs['stem_type'] == 'conv':
+    ref.set_bn_running_stats(model, gen, kwargs['image_size'])
+  model.eval()
+  image_size = overrides['image_size']
+  images = ref.random_images(seed + 2, BATCH, image_size)
+  logits = ref.reference_logits(model, images)
+  state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+  meta = {
+    'format': fmt,
+    'arch': arch,
+    'overrides': overrides,
+    'reference_kwargs': ref_kwargs,
+    'seed': seed,
+    'input_layout': 'NCHW',
+    'torch': torch.__version__,
+  }
+  return state, images, logits, extra, meta
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--pycls-root", required=True, help="checkout of facebookresearch/pycls, branch main")
-    parser.add_argument("--pycls-revision", default=None,
-                        help="pycls commit to record in the JSON when --pycls-root is not a git work tree")
-    parser.add_argument("--out", default="tests/fixtures/parity")
-    args = parser.parse_args()
-    os.makedirs(args.out, exist_ok=True)
-    convit = ref.import_timm_convit()
-    import timm
-    pycls_rev = args.pycls_revision or _git_rev(args.pycls_root)
-    for seed, (name, family, kwargs) in enumerate(CASES):
-        state, images, logits, extra, meta = make_fixture(name, family, kwargs, 1000 * (seed + 1), args.pycls_root)
-        meta["reference"] = (f"timm {timm.__version__} {convit.__name__}.ConVit" if family == "timm"
-                             else f"pycls main {pycls_rev or '(unknown revision)'} pycls.models.vit.ViT")
-        save_file(state, os.path.join(args.out, f"{name}.safetensors"))
-        np.savez(os.path.join(args.out, f"{name}.npz"), images=images, logits=logits, **extra)
-        with open(os.path.join(args.out, f"{name}.json"), "w") as f:
-            json.dump(meta, f, indent=1, sort_keys=True)
-            f.write("\n")
-        print(f"{name}: {len(state)} tensors, logits {logits.shape}, |logits| max {np.abs(logits).max():.3f}")
+  parser = argparse.ArgumentParser(
+    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+  )
+  parser.add_argument(
+    '--pycls-root', required=True, help='checkout of facebookresearch/pycls, branch main'
+  )
+  parser.add_argument(
+    '--pycls-revision',
+    default=None,
+    help='pycls commit to record in the JSON when --pycls-root is not a git work tree',
+  )
+  parser.add_argument('--out', default='tests/fixtures/parity')
+  args = parser.parse_args()
+  os.makedirs(args.out, exist_ok=True)
+  convit = ref.import_timm_convit()
+  import timm
+
+  pycls_rev = args.pycls_revision or _git_rev(args.pycls_root)
+  for seed, (name, family, kwargs) in enumerate(CASES):
+    state, images, logits, extra, meta = make_fixture(
+      name, family, kwargs, 1000 * (seed + 1), args.pycls_root
+    )
+    meta['reference'] = (
+      f'timm {timm.__version__} {convit.__name__}.ConVit'
+      if family == 'timm'
+      else f'pycls main {pycls_rev or "(unknown revision)"} pycls.models.vit.ViT'
+    )
+    save_file(state, os.path.join(args.out, f'{name}.safetensors'))
+    np.savez(os.path.join(args.out, f'{name}.npz'), images=images, logits=logits, **extra)
+    with open(os.path.join(args.out, f'{name}.json'), 'w') as f:
+      json.dump(meta, f, indent=1, sort_keys=True)
+      f.write('\n')
+    print(
+      f'{name}: {len(state)} tensors, logits {logits.shape}, |logits| max {np.abs(logits).max():.3f}'
+    )
 
 
-if __name__ == "__main__":
-    main()
+if __name__ == '__main__':
+  main()

@@ -32,7 +32,8 @@ import ast
 import os
 import re
 import sys
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import jax
 import numpy as np
@@ -41,9 +42,9 @@ from vit_jax_stems import models
 from vit_jax_stems import weights as weights_lib
 
 # State-dict entries that are not weights: derived constants and counters.
-_IGNORED_SUFFIXES = (".num_batches_tracked", ".rel_indices")
+_IGNORED_SUFFIXES = ('.num_batches_tracked', '.rel_indices')
 # Where checkpoint dicts keep the weights, tried in this order (pycls, convit/DeiT, Lightning-style).
-_STATE_KEYS = ("model_state", "model", "state_dict")
+_STATE_KEYS = ('model_state', 'model', 'state_dict')
 
 
 class CheckpointMismatchError(ValueError):
@@ -71,17 +72,17 @@ def _seq_first(x):  # pycls pos_embedding (L, 1, D) -> (1, L, D)
 
 # The torch shape that becomes a given Flax shape, for the error message.
 _TORCH_SHAPE = {
-    _same: lambda s: s,
-    _linear: lambda s: s[::-1],
-    _conv: lambda s: (s[3], s[2], s[0], s[1]),
-    _seq_first: lambda s: (s[1], s[0], s[2]),
+  _same: lambda s: s,
+  _linear: lambda s: s[::-1],
+  _conv: lambda s: (s[3], s[2], s[0], s[1]),
+  _seq_first: lambda s: (s[1], s[0], s[2]),
 }
 
 Layout = Callable[[np.ndarray], np.ndarray]
 
 
 def _leaf_layout(leaf: str, ndim: int) -> Layout:
-  if leaf == "kernel":
+  if leaf == 'kernel':
     return _conv if ndim == 4 else _linear
   return _same
 
@@ -89,84 +90,102 @@ def _leaf_layout(leaf: str, ndim: int) -> Layout:
 # ------------------------------------------------------------------------------------------------
 # Name maps: Flax variable path -> torch state-dict key, one function per reference.
 # ------------------------------------------------------------------------------------------------
-_TORCH_LEAF = {"kernel": "weight", "bias": "bias", "scale": "weight",
-               "mean": "running_mean", "var": "running_var"}
+_TORCH_LEAF = {
+  'kernel': 'weight',
+  'bias': 'bias',
+  'scale': 'weight',
+  'mean': 'running_mean',
+  'var': 'running_var',
+}
 
 _PYCLS_BLOCK = {
-    "norm1": "ln_1", "norm2": "ln_2", "attn/proj": "self_attention.block.out_proj",
-    "mlp/fc1": "mlp_block.linear_1", "mlp/fc2": "mlp_block.linear_2",
+  'norm1': 'ln_1',
+  'norm2': 'ln_2',
+  'attn/proj': 'self_attention.block.out_proj',
+  'mlp/fc1': 'mlp_block.linear_1',
+  'mlp/fc2': 'mlp_block.linear_2',
 }
 
 
 def _pycls_key(path: tuple[str, ...]) -> tuple[str, Layout] | None:
   """pycls main `ViT` names (pycls/models/vit.py, blocks.py)."""
-  if path == ("cls_token",):
-    return "class_token", _same
-  if path == ("pos_embedding",):
-    return "pos_embedding", _seq_first
+  if path == ('cls_token',):
+    return 'class_token', _same
+  if path == ('pos_embedding',):
+    return 'pos_embedding', _seq_first
   *module, leaf = path
-  module = "/".join(module)
+  module = '/'.join(module)
   ndim_layout = None
-  if m := re.fullmatch(r"encoder/block(\d+)/(.+)", module):
-    prefix, sub = f"encoder.block_{int(m[1])}", m[2]
-    if sub == "attn/qkv":  # fused torch MHA in-projection, rows [q | k | v]
-      return f"{prefix}.self_attention.block.in_proj_{_TORCH_LEAF[leaf]}", _leaf_layout(leaf, 2)
+  if m := re.fullmatch(r'encoder/block(\d+)/(.+)', module):
+    prefix, sub = f'encoder.block_{int(m[1])}', m[2]
+    if sub == 'attn/qkv':  # fused torch MHA in-projection, rows [q | k | v]
+      return f'{prefix}.self_attention.block.in_proj_{_TORCH_LEAF[leaf]}', _leaf_layout(leaf, 2)
     if sub not in _PYCLS_BLOCK:
       return None
-    name = f"{prefix}.{_PYCLS_BLOCK[sub]}"
-  elif module == "stem/patchify":
-    name, ndim_layout = "stem.patchify", 4
-  elif module == "stem/conv_last":
-    name, ndim_layout = "stem.cstem_last_conv", 4
-  elif m := re.fullmatch(r"stem/conv(\d+)", module):
-    name, ndim_layout = f"stem.cstem{int(m[1])}_conv", 4
-  elif m := re.fullmatch(r"stem/bn(\d+)", module):
-    name = f"stem.cstem{int(m[1])}_bn"
-  elif module == "norm":
-    name = "encoder.ln"
-  elif module == "head":
-    name = "head.head_fc"
+    name = f'{prefix}.{_PYCLS_BLOCK[sub]}'
+  elif module == 'stem/patchify':
+    name, ndim_layout = 'stem.patchify', 4
+  elif module == 'stem/conv_last':
+    name, ndim_layout = 'stem.cstem_last_conv', 4
+  elif m := re.fullmatch(r'stem/conv(\d+)', module):
+    name, ndim_layout = f'stem.cstem{int(m[1])}_conv', 4
+  elif m := re.fullmatch(r'stem/bn(\d+)', module):
+    name = f'stem.cstem{int(m[1])}_bn'
+  elif module == 'norm':
+    name = 'encoder.ln'
+  elif module == 'head':
+    name = 'head.head_fc'
   else:
     return None
-  return f"{name}.{_TORCH_LEAF[leaf]}", _leaf_layout(leaf, ndim_layout or 2)
+  return f'{name}.{_TORCH_LEAF[leaf]}', _leaf_layout(leaf, ndim_layout or 2)
 
 
-_CONVIT_BLOCK = {"norm1", "norm2", "attn/qk", "attn/v", "attn/qkv", "attn/proj", "attn/pos_proj",
-                 "mlp/fc1", "mlp/fc2"}
+_CONVIT_BLOCK = {
+  'norm1',
+  'norm2',
+  'attn/qk',
+  'attn/v',
+  'attn/qkv',
+  'attn/proj',
+  'attn/pos_proj',
+  'mlp/fc1',
+  'mlp/fc2',
+}
 
 
 def _convit_key(path: tuple[str, ...]) -> tuple[str, Layout] | None:
   """timm `ConVit` names (timm/models/convit.py; facebookresearch/convit convit.py alike)."""
-  if path == ("cls_token",):
-    return "cls_token", _same
-  if path == ("pos_embedding",):
-    return "pos_embed", _same
+  if path == ('cls_token',):
+    return 'cls_token', _same
+  if path == ('pos_embedding',):
+    return 'pos_embed', _same
   *module, leaf = path
-  module = "/".join(module)
+  module = '/'.join(module)
   ndim = 2
-  if m := re.fullmatch(r"encoder/block(\d+)/(.+)", module):
-    prefix, sub = f"blocks.{int(m[1])}", m[2]
-    if sub == "attn" and leaf == "gating_param":
-      return f"{prefix}.attn.gating_param", _same
+  if m := re.fullmatch(r'encoder/block(\d+)/(.+)', module):
+    prefix, sub = f'blocks.{int(m[1])}', m[2]
+    if sub == 'attn' and leaf == 'gating_param':
+      return f'{prefix}.attn.gating_param', _same
     if sub not in _CONVIT_BLOCK:
       return None
-    name = f"{prefix}.{sub.replace('/', '.')}"
-  elif module == "stem/patchify":
-    name, ndim = "patch_embed.proj", 4
-  elif module in ("norm", "head"):
+    name = f'{prefix}.{sub.replace("/", ".")}'
+  elif module == 'stem/patchify':
+    name, ndim = 'patch_embed.proj', 4
+  elif module in ('norm', 'head'):
     name = module
   else:
     return None
-  return f"{name}.{_TORCH_LEAF[leaf]}", _leaf_layout(leaf, ndim)
+  return f'{name}.{_TORCH_LEAF[leaf]}', _leaf_layout(leaf, ndim)
 
 
 def _key_function(spec) -> Callable[[tuple[str, ...]], tuple[str, Layout] | None]:
-  if spec.family == "pycls":
+  if spec.family == 'pycls':
     return _pycls_key
-  if spec.stem != "patchify":
+  if spec.stem != 'patchify':
     raise ValueError(
-        "ConViT over a conv stem (convit_c_*) exists only in this project; no reference "
-        "checkpoint format holds it. Convert a convit_* (patchify) or vit_p_*/vit_c_* model.")
+      'ConViT over a conv stem (convit_c_*) exists only in this project; no reference '
+      'checkpoint format holds it. Convert a convit_* (patchify) or vit_p_*/vit_c_* model.'
+    )
   return _convit_key
 
 
@@ -174,7 +193,7 @@ def _key_function(spec) -> Callable[[tuple[str, ...]], tuple[str, Layout] | None
 # Conversion.
 # ------------------------------------------------------------------------------------------------
 def _path_names(path) -> tuple[str, ...]:
-  return tuple(str(getattr(k, "key", k)) for k in path)
+  return tuple(str(getattr(k, 'key', k)) for k in path)
 
 
 def _nest(flat: Mapping[tuple[str, ...], np.ndarray]) -> dict:
@@ -201,17 +220,21 @@ def convert_state_dict(model, state_dict: Mapping[str, Any]) -> dict:
   for path, leaf in jax.tree_util.tree_flatten_with_path(abstract)[0]:
     names = _path_names(path)
     mapped = key_of(names[1:])  # drop the collection ('params' / 'batch_stats')
-    if mapped is None:  # the model has a variable this converter does not know: our bug, not the user's
-      raise NotImplementedError(f"convert.py has no torch name for Flax variable {'/'.join(names)}.")
+    if (
+      mapped is None
+    ):  # the model has a variable this converter does not know: our bug, not the user's
+      raise NotImplementedError(
+        f'convert.py has no torch name for Flax variable {"/".join(names)}.'
+      )
     key, layout = mapped
     if key not in state:
-      missing.append(f"{key} {_TORCH_SHAPE[layout](tuple(leaf.shape))}")
+      missing.append(f'{key} {_TORCH_SHAPE[layout](tuple(leaf.shape))}')
       continue
     used.add(key)
     value = np.asarray(state[key])
     want_torch = _TORCH_SHAPE[layout](tuple(leaf.shape))
     if tuple(value.shape) != tuple(want_torch):
-      wrong_shape.append(f"{key}: checkpoint {tuple(value.shape)}, model wants {tuple(want_torch)}")
+      wrong_shape.append(f'{key}: checkpoint {tuple(value.shape)}, model wants {tuple(want_torch)}')
       continue
     flat[names] = np.ascontiguousarray(layout(value.astype(np.float32)))
   unexpected = sorted(set(state) - used)
@@ -221,39 +244,49 @@ def convert_state_dict(model, state_dict: Mapping[str, Any]) -> dict:
 
 
 def _mismatch_message(spec, missing, unexpected, wrong_shape) -> str:
-  lines = [f"Checkpoint does not match the {spec.family} {spec.stem}-stem model "
-           f"(hidden {spec.hidden_size}, depth {spec.depth}, heads {spec.num_heads}, image "
-           f"{spec.image_size}, {spec.num_classes} classes):"]
-  for title, items in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong_shape)):
-    lines.append(f"  {len(items)} {title} key(s)" + (":" if items else ""))
-    lines.extend(f"    {item}" for item in items)
+  lines = [
+    f'Checkpoint does not match the {spec.family} {spec.stem}-stem model '
+    f'(hidden {spec.hidden_size}, depth {spec.depth}, heads {spec.num_heads}, image '
+    f'{spec.image_size}, {spec.num_classes} classes):'
+  ]
+  for title, items in (
+    ('missing', missing),
+    ('unexpected', unexpected),
+    ('wrong shape', wrong_shape),
+  ):
+    lines.append(f'  {len(items)} {title} key(s)' + (':' if items else ''))
+    lines.extend(f'    {item}' for item in items)
   hints = []
-  if any(k.startswith("head.") for k in wrong_shape):
-    hints.append("the head has another number of classes: pass --num-classes")
-  if any(k.startswith(("pos_embed", "pos_embedding")) for k in wrong_shape):
-    hints.append("the position embedding is for another token grid: pass --image-size (or patch size)")
+  if any(k.startswith('head.') for k in wrong_shape):
+    hints.append('the head has another number of classes: pass --num-classes')
+  if any(k.startswith(('pos_embed', 'pos_embedding')) for k in wrong_shape):
+    hints.append(
+      'the position embedding is for another token grid: pass --image-size (or patch size)'
+    )
   if missing and unexpected:
-    hints.append("check that --arch names the right model family and depth")
+    hints.append('check that --arch names the right model family and depth')
   if hints:
-    lines.append("Hint: " + "; ".join(hints) + ".")
-  return "\n".join(lines)
+    lines.append('Hint: ' + '; '.join(hints) + '.')
+  return '\n'.join(lines)
 
 
 # ------------------------------------------------------------------------------------------------
 # Reading checkpoint files.
 # ------------------------------------------------------------------------------------------------
-def load_state_dict(path: str, *, state_key: str | None = None,
-                    allow_pickle: bool = False) -> dict[str, np.ndarray]:
+def load_state_dict(
+  path: str, *, state_key: str | None = None, allow_pickle: bool = False
+) -> dict[str, np.ndarray]:
   """A flat {name: float numpy array} from a .safetensors or torch (.pth/.pyth/.pt/.bin) file."""
   if not os.path.isfile(path):
-    raise FileNotFoundError(f"--src {path!r} does not exist.")
-  if path.endswith(".safetensors"):
+    raise FileNotFoundError(f'--src {path!r} does not exist.')
+  if path.endswith('.safetensors'):
     from safetensors.numpy import load_file
+
     obj = load_file(path)
-  elif path.endswith((".pth", ".pyth", ".pt", ".bin")):
+  elif path.endswith(('.pth', '.pyth', '.pt', '.bin')):
     obj = _torch_load(path, allow_pickle)
   else:
-    raise ValueError(f"--src {path!r}: use a .safetensors, .pth, .pyth, .pt or .bin file.")
+    raise ValueError(f'--src {path!r}: use a .safetensors, .pth, .pyth, .pt or .bin file.')
   return _select_state(obj, path, state_key)
 
 
@@ -262,35 +295,42 @@ def _torch_load(path: str, allow_pickle: bool):
     import torch
   except ImportError as e:
     raise ImportError(
-        f"Reading {path!r} needs torch (see requirements-reference.txt); or re-save the state dict "
-        "as .safetensors, which needs no torch.") from e
+      f'Reading {path!r} needs torch (see requirements-reference.txt); or re-save the state dict '
+      'as .safetensors, which needs no torch.'
+    ) from e
   try:
     import argparse as _argparse
-    with torch.serialization.safe_globals([_argparse.Namespace]):  # convit/DeiT checkpoints hold args
-      obj = torch.load(path, map_location="cpu", weights_only=not allow_pickle)
+
+    with torch.serialization.safe_globals(
+      [_argparse.Namespace]
+    ):  # convit/DeiT checkpoints hold args
+      obj = torch.load(path, map_location='cpu', weights_only=not allow_pickle)
   except Exception as e:  # torch raises UnpicklingError subclasses for unsafe objects
     if allow_pickle:
       raise
     raise ValueError(
-        f"torch.load(weights_only=True) refused {path!r} ({type(e).__name__}: {e}). If you trust "
-        "the file, pass --allow-pickle.") from e
+      f'torch.load(weights_only=True) refused {path!r} ({type(e).__name__}: {e}). If you trust '
+      'the file, pass --allow-pickle.'
+    ) from e
   return _to_numpy(obj)
 
 
 def _to_numpy(obj):
   if isinstance(obj, Mapping):
     return {k: _to_numpy(v) for k, v in obj.items()}
-  if hasattr(obj, "detach") and hasattr(obj, "numpy"):  # a torch tensor
-    return obj.detach().cpu().float().numpy() if obj.is_floating_point() else obj.detach().cpu().numpy()
+  if hasattr(obj, 'detach') and hasattr(obj, 'numpy'):  # a torch tensor
+    return (
+      obj.detach().cpu().float().numpy() if obj.is_floating_point() else obj.detach().cpu().numpy()
+    )
   return obj
 
 
 def _select_state(obj, path: str, state_key: str | None) -> dict[str, np.ndarray]:
   if not isinstance(obj, Mapping):
-    raise ValueError(f"{path!r} holds a {type(obj).__name__}, not a state dict.")
+    raise ValueError(f'{path!r} holds a {type(obj).__name__}, not a state dict.')
   if state_key is not None:
     if state_key not in obj:
-      raise KeyError(f"--state-key {state_key!r} not in {path!r}; top-level keys: {sorted(obj)}.")
+      raise KeyError(f'--state-key {state_key!r} not in {path!r}; top-level keys: {sorted(obj)}.')
     obj = obj[state_key]
   else:
     for key in _STATE_KEYS:
@@ -299,9 +339,11 @@ def _select_state(obj, path: str, state_key: str | None) -> dict[str, np.ndarray
         break
   state = {k: v for k, v in obj.items() if isinstance(v, np.ndarray)}
   if not state:
-    raise ValueError(f"No tensors found in {path!r}; top-level keys: {sorted(obj)}. Use --state-key.")
-  if all(k.startswith("module.") for k in state):  # saved from DistributedDataParallel
-    state = {k[len("module."):]: v for k, v in state.items()}
+    raise ValueError(
+      f'No tensors found in {path!r}; top-level keys: {sorted(obj)}. Use --state-key.'
+    )
+  if all(k.startswith('module.') for k in state):  # saved from DistributedDataParallel
+    state = {k[len('module.') :]: v for k, v in state.items()}
   return state
 
 
@@ -312,9 +354,9 @@ def parse_overrides(items) -> dict[str, Any]:
   """`k=v` strings to a dict; values are Python literals (3, 0.5, (3, 3, 1), True) or strings."""
   out = {}
   for item in items or ():
-    if "=" not in item:
-      raise ValueError(f"--override {item!r}: use key=value, e.g. --override depth=2.")
-    key, text = item.split("=", 1)
+    if '=' not in item:
+      raise ValueError(f'--override {item!r}: use key=value, e.g. --override depth=2.')
+    key, text = item.split('=', 1)
     try:
       value = ast.literal_eval(text)
     except (ValueError, SyntaxError):
@@ -323,8 +365,15 @@ def parse_overrides(items) -> dict[str, Any]:
   return out
 
 
-def convert(arch: str, src: str, dst: str, *, overrides: Mapping[str, Any] | None = None,
-            state_key: str | None = None, allow_pickle: bool = False) -> str:
+def convert(
+  arch: str,
+  src: str,
+  dst: str,
+  *,
+  overrides: Mapping[str, Any] | None = None,
+  state_key: str | None = None,
+  allow_pickle: bool = False,
+) -> str:
   """Reads `src`, converts it for `create_model(arch, **overrides)`, writes `dst`; returns dst."""
   overrides = dict(overrides or {})
   model = models.create_model(arch, **overrides)  # validates arch and overrides before reading
@@ -336,33 +385,54 @@ def convert(arch: str, src: str, dst: str, *, overrides: Mapping[str, Any] | Non
 
 def main(argv=None) -> None:
   parser = argparse.ArgumentParser(
-      prog="python -m vit_jax_stems.convert", description=__doc__,
-      formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("--arch", required=True, help="registered model name, e.g. vit_c_1gf, convit_ti")
-  parser.add_argument("--src", required=True, help=".safetensors, .pth or .pyth checkpoint")
-  parser.add_argument("--dst", required=True, help="weights directory to write")
-  parser.add_argument("--num-classes", type=int, default=None)
-  parser.add_argument("--image-size", type=int, default=None)
-  parser.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
-                      help="any ModelSpec field, e.g. --override depth=2 (repeatable)")
-  parser.add_argument("--state-key", default=None,
-                      help="key of the state dict inside the checkpoint (default: model_state, "
-                           "model, state_dict, or the file itself)")
-  parser.add_argument("--allow-pickle", action="store_true",
-                      help="torch.load with weights_only=False (only for files you trust)")
+    prog='python -m vit_jax_stems.convert',
+    description=__doc__,
+    formatter_class=argparse.RawDescriptionHelpFormatter,
+  )
+  parser.add_argument(
+    '--arch', required=True, help='registered model name, e.g. vit_c_1gf, convit_ti'
+  )
+  parser.add_argument('--src', required=True, help='.safetensors, .pth or .pyth checkpoint')
+  parser.add_argument('--dst', required=True, help='weights directory to write')
+  parser.add_argument('--num-classes', type=int, default=None)
+  parser.add_argument('--image-size', type=int, default=None)
+  parser.add_argument(
+    '--override',
+    action='append',
+    default=[],
+    metavar='KEY=VALUE',
+    help='any ModelSpec field, e.g. --override depth=2 (repeatable)',
+  )
+  parser.add_argument(
+    '--state-key',
+    default=None,
+    help='key of the state dict inside the checkpoint (default: model_state, '
+    'model, state_dict, or the file itself)',
+  )
+  parser.add_argument(
+    '--allow-pickle',
+    action='store_true',
+    help='torch.load with weights_only=False (only for files you trust)',
+  )
   args = parser.parse_args(argv)
   overrides = parse_overrides(args.override)
   if args.num_classes is not None:
-    overrides["num_classes"] = args.num_classes
+    overrides['num_classes'] = args.num_classes
   if args.image_size is not None:
-    overrides["image_size"] = args.image_size
+    overrides['image_size'] = args.image_size
   try:
-    dst = convert(args.arch, args.src, args.dst, overrides=overrides, state_key=args.state_key,
-                  allow_pickle=args.allow_pickle)
+    dst = convert(
+      args.arch,
+      args.src,
+      args.dst,
+      overrides=overrides,
+      state_key=args.state_key,
+      allow_pickle=args.allow_pickle,
+    )
   except (CheckpointMismatchError, ValueError, KeyError, FileNotFoundError, ImportError) as e:
-    sys.exit(f"convert: {e}")
-  print(f"wrote {args.arch} weights to {dst}")
+    sys.exit(f'convert: {e}')
+  print(f'wrote {args.arch} weights to {dst}')
 
 
-if __name__ == "__main__":
+if __name__ == '__main__':
   main()

@@ -20,7 +20,7 @@ import argparse
 import math
 import os
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -29,15 +29,15 @@ from PIL import Image
 
 from vit_jax_stems import weights as weights_lib
 
-IMAGENET_CLASSES = os.path.join(os.path.dirname(__file__), "imagenet_classes.txt")
-_PIL_INTERPOLATION = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC}
+IMAGENET_CLASSES = os.path.join(os.path.dirname(__file__), 'imagenet_classes.txt')
+_PIL_INTERPOLATION = {'bilinear': Image.BILINEAR, 'bicubic': Image.BICUBIC}
 
 
 def preprocess_image(image: Image.Image, spec) -> np.ndarray:
   """One PIL image -> (image_size, image_size, 3) float32, the spec's eval preprocessing."""
   size = spec.image_size
   scale = math.floor(size / spec.eval_crop_pct)  # timm transforms_factory; pycls 224 -> 256
-  image = image.convert("RGB")
+  image = image.convert('RGB')
   width, height = image.size
   if width <= height:  # shorter side -> scale, keep the aspect ratio (torchvision Resize(int))
     new_size = (scale, int(scale * height / width))
@@ -67,10 +67,15 @@ def load_npy_batch(path: str, spec) -> np.ndarray:
   if batch.ndim == 3:
     batch = batch[None]
   if batch.ndim != 4 or batch.shape[1:] != (size, size, 3):
-    hint = " (that looks like NCHW; transpose to NHWC)" if batch.ndim == 4 and batch.shape[1] == 3 else ""
+    hint = (
+      ' (that looks like NCHW; transpose to NHWC)'
+      if batch.ndim == 4 and batch.shape[1] == 3
+      else ''
+    )
     raise ValueError(
-        f"--npy {path!r} has shape {batch.shape}; this model wants a preprocessed NHWC float32 batch "
-        f"of shape (batch, {size}, {size}, 3){hint}.")
+      f'--npy {path!r} has shape {batch.shape}; this model wants a preprocessed NHWC float32 batch '
+      f'of shape (batch, {size}, {size}, 3){hint}.'
+    )
   return batch.astype(np.float32)
 
 
@@ -80,63 +85,71 @@ def class_names(weights_dir: str, num_classes: int) -> list[str] | None:
     return names
   if num_classes == 1000:
     with open(IMAGENET_CLASSES) as f:
-      return [line.rstrip("\n").split("\t", 1)[1] for line in f]
+      return [line.rstrip('\n').split('\t', 1)[1] for line in f]
   return None
 
 
 def logits_for(model, variables, batch: np.ndarray, batch_size: int = 64) -> np.ndarray:
   """Eval-mode logits (float32) in chunks of `batch_size`; one compile per chunk shape."""
   apply = jax.jit(lambda v, x: model.apply(v, x, train=False)[0])
-  chunks = [np.asarray(apply(variables, jnp.asarray(batch[i:i + batch_size])))
-            for i in range(0, len(batch), batch_size)]
+  chunks = [
+    np.asarray(apply(variables, jnp.asarray(batch[i : i + batch_size])))
+    for i in range(0, len(batch), batch_size)
+  ]
   return np.concatenate(chunks).astype(np.float32)
 
 
-def format_top_k(logits: np.ndarray, labels: Sequence[str], names: Sequence[str] | None, k: int) -> str:
+def format_top_k(
+  logits: np.ndarray, labels: Sequence[str], names: Sequence[str] | None, k: int
+) -> str:
   probs = np.asarray(jax.nn.softmax(jnp.asarray(logits), axis=-1))
   k = min(k, logits.shape[-1])
   lines = []
   for label, p in zip(labels, probs):
-    lines.append(f"{label}:")
-    for rank, idx in enumerate(np.argsort(-p, kind="stable")[:k], 1):
-      name = names[idx] if names is not None else f"class {idx}"
-      lines.append(f"  {rank}. {p[idx]:.4f}  [{idx}] {name}")
-  return "\n".join(lines)
+    lines.append(f'{label}:')
+    for rank, idx in enumerate(np.argsort(-p, kind='stable')[:k], 1):
+      name = names[idx] if names is not None else f'class {idx}'
+      lines.append(f'  {rank}. {p[idx]:.4f}  [{idx}] {name}')
+  return '\n'.join(lines)
 
 
 def main(argv=None) -> None:
   parser = argparse.ArgumentParser(
-      prog="python -m vit_jax_stems.predict", description=__doc__,
-      formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("--arch", required=True, help="model name; must match the weights directory")
-  parser.add_argument("--weights", required=True, help="directory written by convert / save_weights")
-  parser.add_argument("images", nargs="*", help="image files (any format PIL reads)")
-  parser.add_argument("--npy", help="preprocessed NHWC float32 batch instead of image files")
-  parser.add_argument("--top-k", type=int, default=5)
-  parser.add_argument("--save-logits", help="write the (batch, classes) float32 logits here")
-  parser.add_argument("--batch-size", type=int, default=64)
+    prog='python -m vit_jax_stems.predict',
+    description=__doc__,
+    formatter_class=argparse.RawDescriptionHelpFormatter,
+  )
+  parser.add_argument('--arch', required=True, help='model name; must match the weights directory')
+  parser.add_argument(
+    '--weights', required=True, help='directory written by convert / save_weights'
+  )
+  parser.add_argument('images', nargs='*', help='image files (any format PIL reads)')
+  parser.add_argument('--npy', help='preprocessed NHWC float32 batch instead of image files')
+  parser.add_argument('--top-k', type=int, default=5)
+  parser.add_argument('--save-logits', help='write the (batch, classes) float32 logits here')
+  parser.add_argument('--batch-size', type=int, default=64)
   args = parser.parse_args(argv)
   if bool(args.images) == bool(args.npy):
-    parser.error("give image files or --npy BATCH.npy (one of the two)")
+    parser.error('give image files or --npy BATCH.npy (one of the two)')
   if args.top_k < 1:
-    parser.error("--top-k must be at least 1")
+    parser.error('--top-k must be at least 1')
   try:
     meta = weights_lib.read_model_json(args.weights)
-    if meta["arch"] != args.arch:
-      raise ValueError(f"--arch {args.arch} but {args.weights!r} holds {meta['arch']} weights.")
+    if meta['arch'] != args.arch:
+      raise ValueError(f'--arch {args.arch} but {args.weights!r} holds {meta["arch"]} weights.')
     model, variables = weights_lib.load_weights(args.weights)
     if args.npy:
       batch = load_npy_batch(args.npy, model.spec)
-      labels = [f"{args.npy}[{i}]" for i in range(len(batch))]
+      labels = [f'{args.npy}[{i}]' for i in range(len(batch))]
     else:
       batch, labels = load_images(args.images, model.spec), list(args.images)
   except (ValueError, FileNotFoundError, OSError) as e:
-    sys.exit(f"predict: {e}")
+    sys.exit(f'predict: {e}')
   logits = logits_for(model, variables, batch, args.batch_size)
   if args.save_logits:
     np.save(args.save_logits, logits)
   print(format_top_k(logits, labels, class_names(args.weights, model.spec.num_classes), args.top_k))
 
 
-if __name__ == "__main__":
+if __name__ == '__main__':
   main()

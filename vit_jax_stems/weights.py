@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -23,16 +24,16 @@ import orbax.checkpoint as ocp
 
 from vit_jax_stems import models
 
-MODEL_JSON = "model.json"
-VARIABLES_DIR = "variables"
-LABELS_TXT = "labels.txt"
+MODEL_JSON = 'model.json'
+VARIABLES_DIR = 'variables'
+LABELS_TXT = 'labels.txt'
 
 
 def abstract_variables(model) -> Any:
   """Shapes and dtypes of `model.init`'s variables, via jax.eval_shape (nothing is computed)."""
   size = model.spec.image_size
   images = jax.ShapeDtypeStruct((1, size, size, 3), jnp.float32)
-  return jax.eval_shape(lambda x: model.init({"params": jax.random.key(0)}, x, train=False), images)
+  return jax.eval_shape(lambda x: model.init({'params': jax.random.key(0)}, x, train=False), images)
 
 
 def _tree_shapes(tree) -> dict[str, tuple[tuple[int, ...], Any]]:
@@ -46,17 +47,26 @@ def check_variables(model, variables) -> None:
   got = _tree_shapes(variables)
   missing = sorted(set(expected) - set(got))
   unexpected = sorted(set(got) - set(expected))
-  wrong = sorted(f"{k}: {got[k][0]} (model wants {expected[k][0]})"
-                 for k in set(got) & set(expected) if got[k][0] != expected[k][0])
+  wrong = sorted(
+    f'{k}: {got[k][0]} (model wants {expected[k][0]})'
+    for k in set(got) & set(expected)
+    if got[k][0] != expected[k][0]
+  )
   if missing or unexpected or wrong:
     raise ValueError(
-        "Variables do not fit the model: "
-        f"missing {missing or 'none'}; unexpected {unexpected or 'none'}; wrong shape {wrong or 'none'}.")
+      'Variables do not fit the model: '
+      f'missing {missing or "none"}; unexpected {unexpected or "none"}; wrong shape {wrong or "none"}.'
+    )
 
 
-def save_weights(dst_dir: str, arch: str, variables: Mapping[str, Any], *,
-                 overrides: Mapping[str, Any] | None = None,
-                 class_names: Sequence[str] | None = None) -> str:
+def save_weights(
+  dst_dir: str,
+  arch: str,
+  variables: Mapping[str, Any],
+  *,
+  overrides: Mapping[str, Any] | None = None,
+  class_names: Sequence[str] | None = None,
+) -> str:
   """Writes `variables` of `create_model(arch, **overrides)` to `dst_dir`; returns its absolute path.
 
   The variables are checked against the model first, so a directory that loads is one that runs.
@@ -67,20 +77,26 @@ def save_weights(dst_dir: str, arch: str, variables: Mapping[str, Any], *,
   variables = jax.tree_util.tree_map(lambda x: jnp.asarray(x, jnp.float32), dict(variables))
   check_variables(model, variables)
   if class_names is not None and len(class_names) != model.spec.num_classes:
-    raise ValueError(f"Got {len(class_names)} class names for num_classes={model.spec.num_classes}.")
+    raise ValueError(
+      f'Got {len(class_names)} class names for num_classes={model.spec.num_classes}.'
+    )
   dst = os.path.abspath(dst_dir)
   os.makedirs(dst, exist_ok=True)
   checkpointer = ocp.StandardCheckpointer()
   checkpointer.save(os.path.join(dst, VARIABLES_DIR), variables, force=True)
   checkpointer.wait_until_finished()
-  meta = {"arch": arch, "num_classes": model.spec.num_classes,
-          "image_size": model.spec.image_size, "overrides": _jsonable(overrides)}
-  with open(os.path.join(dst, MODEL_JSON), "w") as f:
+  meta = {
+    'arch': arch,
+    'num_classes': model.spec.num_classes,
+    'image_size': model.spec.image_size,
+    'overrides': _jsonable(overrides),
+  }
+  with open(os.path.join(dst, MODEL_JSON), 'w') as f:
     json.dump(meta, f, indent=1, sort_keys=True)
-    f.write("\n")
+    f.write('\n')
   if class_names is not None:
-    with open(os.path.join(dst, LABELS_TXT), "w") as f:
-      f.writelines(f"{name}\n" for name in class_names)
+    with open(os.path.join(dst, LABELS_TXT), 'w') as f:
+      f.writelines(f'{name}\n' for name in class_names)
   return dst
 
 
@@ -88,8 +104,9 @@ def read_model_json(weights_dir: str) -> dict:
   path = os.path.join(weights_dir, MODEL_JSON)
   if not os.path.isfile(path):
     raise FileNotFoundError(
-        f"{weights_dir!r} is not a weights directory (no {MODEL_JSON}); make one with "
-        "`python -m vit_jax_stems.convert` or `weights.save_weights`.")
+      f'{weights_dir!r} is not a weights directory (no {MODEL_JSON}); make one with '
+      '`python -m vit_jax_stems.convert` or `weights.save_weights`.'
+    )
   with open(path) as f:
     return json.load(f)
 
@@ -100,10 +117,12 @@ def load_weights(weights_dir: str, *, dtype: Any = jnp.float32):
   The model is recreated by name with the saved overrides; `dtype` is the compute dtype.
   """
   meta = read_model_json(weights_dir)
-  model = models.create_model(meta["arch"], dtype=dtype, **meta.get("overrides", {}))
+  model = models.create_model(meta['arch'], dtype=dtype, **meta.get('overrides', {}))
   abstract = abstract_variables(model)
   checkpointer = ocp.StandardCheckpointer()
-  variables = checkpointer.restore(os.path.join(os.path.abspath(weights_dir), VARIABLES_DIR), abstract)
+  variables = checkpointer.restore(
+    os.path.join(os.path.abspath(weights_dir), VARIABLES_DIR), abstract
+  )
   check_variables(model, variables)
   return model, variables
 
@@ -114,7 +133,7 @@ def read_class_names(weights_dir: str) -> list[str] | None:
   if not os.path.isfile(path):
     return None
   with open(path) as f:
-    return [line.rstrip("\n") for line in f]
+    return [line.rstrip('\n') for line in f]
 
 
 def _jsonable(overrides: Mapping[str, Any]) -> dict:

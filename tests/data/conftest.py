@@ -1,4 +1,5 @@
 """Session fixtures for the data tests: the embedded mnist5k and a small generated ImageNet, prepared in tmp dirs."""
+
 import os
 
 import pytest
@@ -37,8 +38,14 @@ def imagenet(tmp_path_factory):
   root = tmp_path_factory.mktemp('imagenet')
   manual_dir, data_dir = os.path.join(root, 'manual'), os.path.join(root, 'tfds')
   labels = fake_imagenet.write_manual_dir(
-      manual_dir, num_classes=6, train_per_class=3, num_val=8, size=(80, 60),
-      corrupt_train=CORRUPT_TRAIN, corrupt_val=CORRUPT_VAL)
+    manual_dir,
+    num_classes=6,
+    train_per_class=3,
+    num_val=8,
+    size=(80, 60),
+    corrupt_train=CORRUPT_TRAIN,
+    corrupt_val=CORRUPT_VAL,
+  )
   fake_imagenet.prepare_imagenet(data_dir, manual_dir)
   return {'data_dir': data_dir, 'manual_dir': manual_dir, 'labels': labels}
 

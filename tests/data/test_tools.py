@@ -1,7 +1,8 @@
 """The visual check and the benchmark run end to end (slow: many pipelines are traced)."""
+
 import numpy as np
-from PIL import Image
 import pytest
+from PIL import Image
 
 from vit_jax_stems.data import visualize
 

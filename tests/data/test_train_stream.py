@@ -1,4 +1,5 @@
 """Training stream: shapes, determinism, exact resume across epoch boundaries, disjoint process shares, repeats."""
+
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
@@ -65,9 +66,19 @@ def test_processes_read_disjoint_shares_covering_the_split(mnist_config, process
   shares = []
   for p in range(process_count):
     steps = 256 // process_count // local if 256 // process_count >= local else 1
-    ids = [i for b in _ids(mnist_config, max(steps, 1), global_batch_size=local * process_count, seed=0,
-                           process_index=p, process_count=process_count) for i in b]
-    epoch = ids[:256 // process_count]
+    ids = [
+      i
+      for b in _ids(
+        mnist_config,
+        max(steps, 1),
+        global_batch_size=local * process_count,
+        seed=0,
+        process_index=p,
+        process_count=process_count,
+      )
+      for i in b
+    ]
+    epoch = ids[: 256 // process_count]
     assert len(set(epoch)) == len(epoch)  # one epoch: each example of the share once
     shares.append(set(epoch))
   assert sum(len(s) for s in shares) == len(set().union(*shares)) == 256

@@ -11,14 +11,15 @@ make keys. The calliope CLI object parses exactly as `gcloud` does (same parser,
 definitions from the installed surface specs, resource arguments included) and stops there:
 Execute() would next call the command's Run(), which is never reached, so no network call.
 """
+
 import contextlib
 import json
 import os
 import sys
 import tempfile
 
-ROOT = os.environ["CLOUDSDK_ROOT_DIR"]
-sys.path[:0] = [os.path.join(ROOT, "lib"), os.path.join(ROOT, "lib", "third_party")]
+ROOT = os.environ['CLOUDSDK_ROOT_DIR']
+sys.path[:0] = [os.path.join(ROOT, 'lib'), os.path.join(ROOT, 'lib', 'third_party')]
 
 from googlecloudsdk import gcloud_main  # noqa: E402  pylint: disable=g-import-not-at-top
 
@@ -43,17 +44,17 @@ parser = cli._CLI__parser  # pylint: disable=protected-access  # what CLI.Execut
 
 for line in sys.stdin:
   argv = json.loads(line)
-  err = tempfile.TemporaryFile(mode="w+")
+  err = tempfile.TemporaryFile(mode='w+')
   try:
     with captured_fd2(err):
       args = parser.parse_args(argv)
       if args.CONCEPT_ARGS is not None:
         args.CONCEPT_ARGS.ParseConcepts()
-      command = ".".join(args._GetCommand().GetPath())  # pylint: disable=protected-access
-    result = {"ok": True, "command": command}
+      command = '.'.join(args._GetCommand().GetPath())  # pylint: disable=protected-access
+    result = {'ok': True, 'command': command}
   except SystemExit as e:  # argparse errors exit(2) after printing the reason
     err.seek(0)
-    result = {"ok": False, "error": err.read().strip() or f"exit {e.code}"}
+    result = {'ok': False, 'error': err.read().strip() or f'exit {e.code}'}
   except Exception as e:  # pylint: disable=broad-except
-    result = {"ok": False, "error": f"{type(e).__name__}: {e}"}
+    result = {'ok': False, 'error': f'{type(e).__name__}: {e}'}
   print(json.dumps(result), flush=True)

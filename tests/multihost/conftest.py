@@ -1,6 +1,7 @@
 """tests/multihost uses the suite-wide setup of tests/conftest.py (8 fake CPU devices, fast XLA
 CPU flags that the 2-process subprocesses inherit through XLA_FLAGS, persistent compilation
 cache, repository root on sys.path) and the trainer helpers of tests/train (`tiny`)."""
+
 import os
 import sys
 

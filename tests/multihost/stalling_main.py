@@ -6,6 +6,7 @@ main.py (its flags, distributed init and trainer).
 
 Usage: STALL_AT_STEP=N stalling_main.py MAIN_PY_FLAGS...  (needs --workdir=DIR)
 """
+
 import os
 import sys
 import time
@@ -37,7 +38,9 @@ def _stall_at(step, workdir):
           while True:
             time.sleep(60)
         yield batch
+
     return batches()
+
   data.make_train_iterator = make
 
 

@@ -23,6 +23,7 @@ Failure bound: with --distributed_heartbeat_timeout_s=H, JAX's coordination serv
 killed process dead after H s of silent heartbeats and terminates the survivor; asserted: the
 survivor exits non-zero, with JAX's message, within H + SLACK_S s of the kill.
 """
+
 import os
 import shutil
 import signal
@@ -34,9 +35,9 @@ import time
 import jax
 import numpy as np
 import pytest
-
 import tiny
 import two_host_input
+
 from configs import vitc
 from vit_jax_stems.train import durations, metrics, trainer
 
@@ -54,14 +55,25 @@ DIED_MESSAGES = ('another task died', 'stopped sending heartbeats')
 # mnist5k pipeline with its augmentations. Given to main.py as --config.<key>=<value> and set the
 # same way in-process (durations.prefer_command_line), so both read exactly one config.
 OVERRIDES = {
-    'model.hidden_size': 16, 'model.num_heads': 4, 'model.mlp_dim': 32, 'model.depth': 1,
-    'model.stem_kernels': (3, 1), 'model.stem_strides': (4, 1), 'model.stem_channels': (8, 16),
-    'data.image_size': 16, 'data.eval_split': 'test[:80]',
-    'batch_size': 16, 'eval_batch_size': 40,
-    'total_steps': STEPS, 'schedule.warmup_steps': 1,
-    'log_every_steps': 1, 'eval_every_steps': 0, 'checkpoint_every_steps': 2,
-    'keep_checkpoints': 3, 'optimizer.grad_clip_norm': 1.0,
-    'mesh': (('data', 1), ('fsdp', 8)),
+  'model.hidden_size': 16,
+  'model.num_heads': 4,
+  'model.mlp_dim': 32,
+  'model.depth': 1,
+  'model.stem_kernels': (3, 1),
+  'model.stem_strides': (4, 1),
+  'model.stem_channels': (8, 16),
+  'data.image_size': 16,
+  'data.eval_split': 'test[:80]',
+  'batch_size': 16,
+  'eval_batch_size': 40,
+  'total_steps': STEPS,
+  'schedule.warmup_steps': 1,
+  'log_every_steps': 1,
+  'eval_every_steps': 0,
+  'checkpoint_every_steps': 2,
+  'keep_checkpoints': 3,
+  'optimizer.grad_clip_norm': 1.0,
+  'mesh': (('data', 1), ('fsdp', 8)),
 }
 
 
@@ -70,10 +82,12 @@ def _flag_value(v):
 
 
 def _argv(workdir):
-  return (['--config=configs/vitc.py:demo', f'--workdir={workdir}',
-           f'--distributed_heartbeat_timeout_s={HEARTBEAT_S}',
-           '--distributed_init_timeout_s=120']
-          + [f'--config.{k}={_flag_value(v)}' for k, v in OVERRIDES.items()])
+  return [
+    '--config=configs/vitc.py:demo',
+    f'--workdir={workdir}',
+    f'--distributed_heartbeat_timeout_s={HEARTBEAT_S}',
+    '--distributed_init_timeout_s=120',
+  ] + [f'--config.{k}={_flag_value(v)}' for k, v in OVERRIDES.items()]
 
 
 def _config():
@@ -106,18 +120,31 @@ def _launch(workdir, log_prefix, stall_process=None):
   port = _free_port()
   procs = []
   for i in range(2):
-    env = dict(os.environ, JAX_PLATFORMS='cpu', JAX_NUM_CPU_DEVICES='4',
-               JAX_COMPILATION_CACHE_DIR=jax.config.jax_compilation_cache_dir or '',
-               JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0.5',
-               JAX_COORDINATOR_ADDRESS=f'127.0.0.1:{port}', JAX_NUM_PROCESSES='2',
-               JAX_PROCESS_ID=str(i), PYTHONUNBUFFERED='1')
+    env = dict(
+      os.environ,
+      JAX_PLATFORMS='cpu',
+      JAX_NUM_CPU_DEVICES='4',
+      JAX_COMPILATION_CACHE_DIR=jax.config.jax_compilation_cache_dir or '',
+      JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0.5',
+      JAX_COORDINATOR_ADDRESS=f'127.0.0.1:{port}',
+      JAX_NUM_PROCESSES='2',
+      JAX_PROCESS_ID=str(i),
+      PYTHONUNBUFFERED='1',
+    )
     script = 'main.py'
     if i == stall_process:
       env['STALL_AT_STEP'] = str(KILL_STEP)
       script = os.path.join(HERE, 'stalling_main.py')
     log = open(f'{log_prefix}.p{i}.log', 'w')
-    procs.append(subprocess.Popen([sys.executable, script] + _argv(workdir), cwd=ROOT, env=env,
-                                  stdout=log, stderr=subprocess.STDOUT))
+    procs.append(
+      subprocess.Popen(
+        [sys.executable, script] + _argv(workdir),
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+      )
+    )
     log.close()
   return procs
 
@@ -153,18 +180,26 @@ def _killed_run(base, name, victim):
   while not marker.exists():
     if any(p.poll() is not None for p in procs) or time.monotonic() - t0 > LAUNCH_TIMEOUT_S:
       _wait(procs, 1, log)
-      pytest.fail('the 2-process run did not reach step %d:\n%s\n%s' % (
-          KILL_STEP, _log(log, 0)[-3000:], _log(log, 1)[-3000:]))
+      pytest.fail(
+        'the 2-process run did not reach step %d:\n%s\n%s'
+        % (KILL_STEP, _log(log, 0)[-3000:], _log(log, 1)[-3000:])
+      )
     time.sleep(0.2)
   survivor = 1 - victim
   assert procs[survivor].poll() is None, f'process {survivor} ended before the kill'
   t_kill = time.monotonic()
   os.kill(procs[victim].pid, signal.SIGKILL)
   rc = _wait(procs, HEARTBEAT_S + SLACK_S, log)
-  return dict(workdir=workdir, rc=rc, victim=victim, survivor=survivor,
-              after_kill_s=time.monotonic() - t_kill, logs=[_log(log, i) for i in range(2)],
-              losses=_losses(workdir), checkpoints=sorted(
-                  int(d) for d in os.listdir(workdir / 'checkpoints') if d.isdigit()))
+  return dict(
+    workdir=workdir,
+    rc=rc,
+    victim=victim,
+    survivor=survivor,
+    after_kill_s=time.monotonic() - t_kill,
+    logs=[_log(log, i) for i in range(2)],
+    losses=_losses(workdir),
+    checkpoints=sorted(int(d) for d in os.listdir(workdir / 'checkpoints') if d.isdigit()),
+  )
 
 
 @pytest.fixture(scope='module')
@@ -194,22 +229,31 @@ def runs(tmp_path_factory):
   t0 = time.monotonic()
   out['one_process_eval'] = _run_in_process(base / 'one_process')['eval']
   out['t_one_process'] = time.monotonic() - t0
-  print('multihost scenario seconds:', {k: round(v, 1) for k, v in out.items()
-                                        if k.startswith('t_')},
-        'survivor stopped %.1f s after the kill' % out['killed']['after_kill_s'])
+  print(
+    'multihost scenario seconds:',
+    {k: round(v, 1) for k, v in out.items() if k.startswith('t_')},
+    'survivor stopped %.1f s after the kill' % out['killed']['after_kill_s'],
+  )
   return out
 
 
 def _losses(workdir):
-  return {r['step']: r['train/loss'] for r in metrics.read_jsonl(workdir / 'metrics.jsonl')
-          if 'train/loss' in r}
+  return {
+    r['step']: r['train/loss']
+    for r in metrics.read_jsonl(workdir / 'metrics.jsonl')
+    if 'train/loss' in r
+  }
 
 
 def _assert_losses(got, reference, steps, name):
   want = _losses(reference)
   assert sorted(got) == list(steps), f'{name}: logged steps {sorted(got)}'
-  np.testing.assert_allclose([got[s] for s in steps], [want[s] for s in steps], rtol=RTOL,
-                             err_msg=f'{name}: train/loss of steps {list(steps)}')
+  np.testing.assert_allclose(
+    [got[s] for s in steps],
+    [want[s] for s in steps],
+    rtol=RTOL,
+    err_msg=f'{name}: train/loss of steps {list(steps)}',
+  )
 
 
 def _assert_state(workdir, reference, step, name):
@@ -219,8 +263,13 @@ def _assert_state(workdir, reference, step, name):
   leaves = jax.tree_util.tree_leaves_with_path(want)
   assert len(leaves) == len(jax.tree_util.tree_leaves(got)) > 20
   for (path, b), a in zip(leaves, jax.tree_util.tree_leaves(got)):
-    np.testing.assert_allclose(a, b, rtol=RTOL, atol=ATOL,
-                               err_msg=f'{name}: state{jax.tree_util.keystr(path)} at step {step}')
+    np.testing.assert_allclose(
+      a,
+      b,
+      rtol=RTOL,
+      atol=ATOL,
+      err_msg=f'{name}: state{jax.tree_util.keystr(path)} at step {step}',
+    )
 
 
 def _assert_eval(got, want, name):
@@ -270,8 +319,11 @@ def test_relaunch_resumes_from_the_last_checkpoint_and_matches_an_uninterrupted_
   _assert_losses(_losses(workdir), reference, range(3, STEPS + 1), 'relaunched')
   _assert_state(workdir, reference, STEPS, 'relaunched')
   final = [r for r in metrics.read_jsonl(workdir / 'metrics.jsonl') if 'eval/eval_count' in r]
-  _assert_eval({k[len('eval/'):]: v for k, v in final[-1].items() if k.startswith('eval/')},
-               runs['reference_eval'], 'relaunched')
+  _assert_eval(
+    {k[len('eval/') :]: v for k, v in final[-1].items() if k.startswith('eval/')},
+    runs['reference_eval'],
+    'relaunched',
+  )
 
 
 def test_one_process_continues_a_two_process_checkpoint(runs):

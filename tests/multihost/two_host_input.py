@@ -7,6 +7,7 @@ parts here and concatenate them in that order (the order of the rows in the glob
 mesh lists process 0's devices first), so their global batches equal those of the 2-process
 runs. Same interface as vit_jax_stems.data for the trainer (monkeypatch `trainer.data`).
 """
+
 import numpy as np
 
 from vit_jax_stems import data
@@ -17,9 +18,17 @@ make_eval_iterator = data.make_eval_iterator  # eval counts every example once, 
 
 
 def make_train_iterator(dcfg, *, global_batch_size, seed, start_step=0):
-  parts = [data.make_train_iterator(dcfg, global_batch_size=global_batch_size, seed=seed,
-                                    start_step=start_step, process_index=i,
-                                    process_count=PROCESSES) for i in range(PROCESSES)]
+  parts = [
+    data.make_train_iterator(
+      dcfg,
+      global_batch_size=global_batch_size,
+      seed=seed,
+      start_step=start_step,
+      process_index=i,
+      process_count=PROCESSES,
+    )
+    for i in range(PROCESSES)
+  ]
   while True:
     batches = [next(p) for p in parts]
     yield {k: np.concatenate([b[k] for b in batches]) for k in batches[0]}

@@ -2,6 +2,7 @@
 depend on the input pipeline: deterministic random images whose class is encoded in the mean
 brightness (learnable), global batch k a function of (seed, k) only, each process taking its
 rows of the global batch (as the real pipeline does)."""
+
 import types
 
 import jax
@@ -11,8 +12,11 @@ NUM_CLASSES = 10
 
 
 def get_dataset_info(dcfg):
-  return types.SimpleNamespace(num_classes=NUM_CLASSES, num_train_examples=dcfg.get(
-      'fake_num_train', 256), num_eval_examples=dcfg.get('fake_num_eval', 100))
+  return types.SimpleNamespace(
+    num_classes=NUM_CLASSES,
+    num_train_examples=dcfg.get('fake_num_train', 256),
+    num_eval_examples=dcfg.get('fake_num_eval', 100),
+  )
 
 
 def _examples(rng, n, size):
@@ -47,6 +51,6 @@ def make_eval_iterator(dcfg, split=None, *, global_batch_size):
     lab = np.zeros((global_batch_size,), np.int32)
     mask = np.zeros((global_batch_size,), bool)
     m = min(global_batch_size, n - start)
-    img[:m], lab[:m], mask[:m] = images[start:start + m], labels[start:start + m], True
+    img[:m], lab[:m], mask[:m] = images[start : start + m], labels[start : start + m], True
     rows = _local_rows(global_batch_size)
     yield {'image': img[rows], 'label': lab[rows], 'mask': mask[rows]}

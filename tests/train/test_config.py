@@ -1,4 +1,5 @@
 """Configs, checks, schedules, weight-decay masks, EMA and sharding rules (no training)."""
+
 import math
 
 import jax
@@ -11,17 +12,34 @@ from vit_jax_stems.train import config_checks, durations, ema, optimizer, shardi
 
 
 def _check(c, num_devices=8):
-  config_checks.check(c, num_devices=num_devices, num_processes=1,
-                      model_names=models.list_models(),
-                      spec_fn=lambda: models.get_spec(
-                          c.model_name, **train_state.model_kwargs(c, 1000)))
+  config_checks.check(
+    c,
+    num_devices=num_devices,
+    num_processes=1,
+    model_names=models.list_models(),
+    spec_fn=lambda: models.get_spec(c.model_name, **train_state.model_kwargs(c, 1000)),
+  )
 
 
-@pytest.mark.parametrize('module,arg', [
-    (vitc, None), (vitc, 'size=4gf'), (vitc, 'size=18gf,optimizer=sgd'), (vitc, 'size=36gf'),
-    (vitc, 'size=72gf'), (vitc, 'tuned,epochs=100'), (vitc, 'demo'), (vitp, None),
-    (vitp, 'size=4gf,optimizer=sgd'), (vitp, 'demo'), (convit, None), (convit, 'size=b_plus'),
-    (convit, 'size=s,stem=conv'), (convit, 'demo')])
+@pytest.mark.parametrize(
+  'module,arg',
+  [
+    (vitc, None),
+    (vitc, 'size=4gf'),
+    (vitc, 'size=18gf,optimizer=sgd'),
+    (vitc, 'size=36gf'),
+    (vitc, 'size=72gf'),
+    (vitc, 'tuned,epochs=100'),
+    (vitc, 'demo'),
+    (vitp, None),
+    (vitp, 'size=4gf,optimizer=sgd'),
+    (vitp, 'demo'),
+    (convit, None),
+    (convit, 'size=b_plus'),
+    (convit, 'size=s,stem=conv'),
+    (convit, 'demo'),
+  ],
+)
 def test_every_config_option_passes_the_checks(module, arg):
   _check(module.get_config(arg))
 
@@ -31,7 +49,10 @@ def test_paper_recipes_match_spec():
   assert (c.model_name, c.batch_size, c.total_epochs) == ('vit_c_4gf', 2048, 400)
   assert (c.optimizer.lr, c.optimizer.weight_decay) == (1e-3, 0.24)
   assert (c.schedule.warmup_epochs, c.schedule.warmup_factor, c.schedule.min_lr_factor) == (
-      5, 0.1, 0.005)
+    5,
+    0.1,
+    0.005,
+  )
   assert c.ema.enabled and c.ema.period == 32 and c.ema.alpha == 1e-5
   assert c.data.augment.label_smoothing == 0.1 and c.data.augment.mixup_alpha == 0.8
   sgd = vitc.get_config('size=4gf,optimizer=sgd').optimizer
@@ -102,8 +123,9 @@ def _pycls_reference_lr(epoch, base, max_epoch, warmup_epochs, warmup_factor, mi
 def test_pycls_schedule_is_set_per_epoch_like_pycls():
   c = vitc.get_config('size=4gf')
   spe = 625  # ImageNet 1.28M / 2048
-  sched = optimizer.make_lr_schedule(c.schedule, peak_lr=1e-3, steps_per_epoch=spe,
-                                     total_steps=400 * spe, warmup_steps=5 * spe)
+  sched = optimizer.make_lr_schedule(
+    c.schedule, peak_lr=1e-3, steps_per_epoch=spe, total_steps=400 * spe, warmup_steps=5 * spe
+  )
   for epoch in (0, 1, 4, 5, 6, 100, 250, 399):
     for it in (0, spe - 1):
       want = _pycls_reference_lr(epoch, 1e-3, 400, 5, 0.1, 0.005)
@@ -114,8 +136,9 @@ def test_pycls_schedule_is_set_per_epoch_like_pycls():
 def test_timm_schedule_matches_the_deit_formula():
   c = convit.get_config('size=ti')
   spe = 1251
-  sched = optimizer.make_lr_schedule(c.schedule, peak_lr=1e-3, steps_per_epoch=spe,
-                                     total_steps=300 * spe, warmup_steps=5 * spe)
+  sched = optimizer.make_lr_schedule(
+    c.schedule, peak_lr=1e-3, steps_per_epoch=spe, total_steps=300 * spe, warmup_steps=5 * spe
+  )
   for epoch in (0, 2, 5, 150, 299):
     if epoch < 5:
       want = 1e-6 + epoch * (1e-3 - 1e-6) / 5
@@ -125,13 +148,25 @@ def test_timm_schedule_matches_the_deit_formula():
 
 
 def _tiny_params(name):
-  m = models.create_model(name, num_classes=10, image_size=16, hidden_size=16, num_heads=4,
-                          mlp_dim=32, depth=2, patch_size=4, **(
-                              dict(stem_kernels=(3, 1), stem_strides=(4, 1),
-                                   stem_channels=(8, 16)) if 'vit_c' in name else {}),
-                          **(dict(num_gpsa_layers=1) if 'convit' in name else {}))
-  return jax.eval_shape(lambda: m.init({'params': jax.random.PRNGKey(0)},
-                                       np.zeros((1, 16, 16, 3), np.float32)))['params']
+  m = models.create_model(
+    name,
+    num_classes=10,
+    image_size=16,
+    hidden_size=16,
+    num_heads=4,
+    mlp_dim=32,
+    depth=2,
+    patch_size=4,
+    **(
+      dict(stem_kernels=(3, 1), stem_strides=(4, 1), stem_channels=(8, 16))
+      if 'vit_c' in name
+      else {}
+    ),
+    **(dict(num_gpsa_layers=1) if 'convit' in name else {}),
+  )
+  return jax.eval_shape(
+    lambda: m.init({'params': jax.random.PRNGKey(0)}, np.zeros((1, 16, 16, 3), np.float32))
+  )['params']
 
 
 def _flat(tree):
@@ -156,20 +191,21 @@ def test_ema_follows_pycls_update_rule():
   assert rate == pytest.approx(1e-5 * 2048 / 400 * 32)
   e, w = np.float32(1.0), np.float32(3.0)
   kw = dict(steps_per_epoch=100, warmup_epochs=5, rate=0.25, period=32)
-  assert float(ema.update(e, w, opt_step=0, **kw)) == 3.0      # warmup: copy
-  assert float(ema.update(e, w, opt_step=501, **kw)) == 1.0    # iteration 1 of epoch 5: skip
-  assert float(ema.update(e, w, opt_step=532, **kw)) == 1.5    # iteration 32 of epoch 5
-  assert float(ema.update(e, w, opt_step=600, **kw)) == 1.5    # iteration 0 of epoch 6
+  assert float(ema.update(e, w, opt_step=0, **kw)) == 3.0  # warmup: copy
+  assert float(ema.update(e, w, opt_step=501, **kw)) == 1.0  # iteration 1 of epoch 5: skip
+  assert float(ema.update(e, w, opt_step=532, **kw)) == 1.5  # iteration 32 of epoch 5
+  assert float(ema.update(e, w, opt_step=600, **kw)) == 1.5  # iteration 0 of epoch 6
 
 
 def test_fsdp_rule_splits_the_largest_divisible_dimension():
   mesh = sharding.make_mesh((('data', 2), ('fsdp', 4)))
-  tree = {'params': {'a': np.zeros((16, 6)), 'b': np.zeros((3,)), 'c': np.zeros((6, 8))},
-          'step': np.zeros(())}
-  sh = _flat(sharding.tree_shardings(tree, mesh, (('params/a', 'fsdp'), ('params/[bc]',
-                                                                            'fsdp'))))
+  tree = {
+    'params': {'a': np.zeros((16, 6)), 'b': np.zeros((3,)), 'c': np.zeros((6, 8))},
+    'step': np.zeros(()),
+  }
+  sh = _flat(sharding.tree_shardings(tree, mesh, (('params/a', 'fsdp'), ('params/[bc]', 'fsdp'))))
   assert sh['params/a'].spec == jax.sharding.PartitionSpec('fsdp', None)
-  assert sh['params/b'].spec == jax.sharding.PartitionSpec()       # 3 not divisible by 4
+  assert sh['params/b'].spec == jax.sharding.PartitionSpec()  # 3 not divisible by 4
   assert sh['params/c'].spec == jax.sharding.PartitionSpec(None, 'fsdp')
   assert sh['step'].spec == jax.sharding.PartitionSpec()
   assert sharding.mesh_shape((('data', -1), ('fsdp', 2)), 8) == (('data', 'fsdp'), (4, 2))

@@ -1,5 +1,6 @@
 """The device half of the augmentation: normalisation, PCA lighting, random erasing, mixup/CutMix and
 label smoothing, against their definitions (pycls, timm) and independent of how the batch is sharded."""
+
 import math
 
 import jax
@@ -23,7 +24,9 @@ def test_plain_is_normalisation_and_smoothed_one_hot():
   out, targets = _augment(label_smoothing=0.1)(images, labels, jax.random.key(0))
   want = (images / 255.0 - np.array(MEAN)) / np.array(STD)
   np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-5)
-  np.testing.assert_allclose(targets[0], [0.01, 0.01, 0.91] + [0.01] * 7, rtol=1e-6)  # 1 - s + s/C, s/C
+  np.testing.assert_allclose(
+    targets[0], [0.01, 0.01, 0.91] + [0.01] * 7, rtol=1e-6
+  )  # 1 - s + s/C, s/C
   np.testing.assert_allclose(np.sum(targets, -1), 1.0, rtol=1e-6)
   _, hard = _augment()(images, labels, jax.random.key(0))
   np.testing.assert_array_equal(hard, np.eye(10)[labels])
@@ -54,7 +57,7 @@ def test_random_erasing_boxes_follow_timm():
   for mask, image in zip(changed[erased], np.asarray(out)[erased]):
     rows, cols = np.where(mask.any(1))[0], np.where(mask.any(0))[0]
     box = np.zeros_like(mask)
-    box[rows.min():rows.max() + 1, cols.min():cols.max() + 1] = True
+    box[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1] = True
     assert (mask == box).mean() > 0.99  # one rectangle (noise may equal the plain value at a pixel)
     area = box.mean()
     assert 0.02 * 0.8 <= area <= 1 / 3 * 1.2  # timm's 2-33% of the area, after rounding the sides
@@ -66,15 +69,21 @@ def test_random_erasing_boxes_follow_timm():
 def _indexed_batch(b=16, h=16, w=12):
   """Image i is the constant 8 * (i + 1) (uint8), so every pixel says which example it came from."""
   values = 8 * (np.arange(b) + 1)
-  return np.broadcast_to(values[:, None, None, None], (b, h, w, 3)).astype(np.uint8), np.arange(b) % 10
+  return np.broadcast_to(values[:, None, None, None], (b, h, w, 3)).astype(np.uint8), np.arange(
+    b
+  ) % 10
 
 
 @pytest.mark.parametrize('mixup,cutmix', [(0.8, 0.0), (0.0, 1.0), (0.8, 1.0)])
 def test_mixing_targets_match_pixel_shares_within_groups(mixup, cutmix):
   images, labels = _indexed_batch()
   group = 8
-  augment = _augment(mixup_alpha=mixup, cutmix_alpha=cutmix, mix_group_size=group, label_smoothing=0.1)
-  plain = (images[:, 0, 0, 0] / 255.0 - MEAN[0]) / STD[0]  # the normalised red value of each example
+  augment = _augment(
+    mixup_alpha=mixup, cutmix_alpha=cutmix, mix_group_size=group, label_smoothing=0.1
+  )
+  plain = (images[:, 0, 0, 0] / 255.0 - MEAN[0]) / STD[
+    0
+  ]  # the normalised red value of each example
   kinds, lams_seen = set(), []
   for s in range(30):
     out, targets = jax.jit(augment)(images, labels, jax.random.key(s))
@@ -86,14 +95,18 @@ def test_mixing_targets_match_pixel_shares_within_groups(mixup, cutmix):
       own_v, partner_v = plain[i], plain[partner]
       lam = (targets[i, labels[i]] - 0.01) / 0.9  # labels of a group are distinct
       lams.append(lam)
-      if np.all(np.isclose(out[i], own_v) | np.isclose(out[i], partner_v)) and not np.allclose(out[i], own_v):
+      if np.all(np.isclose(out[i], own_v) | np.isclose(out[i], partner_v)) and not np.allclose(
+        out[i], own_v
+      ):
         kinds.add('cutmix')
         np.testing.assert_allclose(lam, np.mean(np.isclose(out[i], own_v)), atol=1e-5)
       elif not np.allclose(lam, 1.0):
         kinds.add('mixup')
         np.testing.assert_allclose(out[i], lam * own_v + (1 - lam) * partner_v, atol=1e-4)
     lams = np.array(lams).reshape(2, group)
-    for g in range(2):  # one draw per group: every example of a group keeps the same share of itself
+    for g in range(
+      2
+    ):  # one draw per group: every example of a group keeps the same share of itself
       np.testing.assert_allclose(lams[g], lams[g][0], atol=1e-5)
     lams_seen.append(lams[:, 0])
   expected = {'mixup'} if cutmix == 0 else {'cutmix'} if mixup == 0 else {'mixup', 'cutmix'}
@@ -111,18 +124,28 @@ def test_result_does_not_depend_on_the_sharding():
   """Keys come from the global example index and the group index: 1 device and 8 devices agree exactly."""
   images, labels = _indexed_batch(b=32, h=8, w=8)
   images = images + np.arange(8, dtype=np.uint8)[None, :, None, None]
-  augment = _augment(pca_lighting_std=0.1, random_erasing_prob=0.5, mixup_alpha=0.8, cutmix_alpha=1.0,
-                     mix_group_size=8, label_smoothing=0.1)
+  augment = _augment(
+    pca_lighting_std=0.1,
+    random_erasing_prob=0.5,
+    mixup_alpha=0.8,
+    cutmix_alpha=1.0,
+    mix_group_size=8,
+    label_smoothing=0.1,
+  )
   key = jax.random.key(3)
   one = jax.jit(augment)(images, labels, key)
   mesh = jax.sharding.Mesh(np.array(jax.devices()[:8]), ('data',))
   sharded = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec('data'))
   eight = jax.jit(augment, in_shardings=(sharded, sharded, None))(images, labels, key)
-  for a, b in zip(one, eight):  # same random draws; only XLA's fusion of the float math may differ in the last bit
+  for a, b in zip(
+    one, eight
+  ):  # same random draws; only XLA's fusion of the float math may differ in the last bit
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-6)
 
 
 def test_eval_normalisation_matches_training_without_augmentation():
   images = np.random.default_rng(4).integers(0, 256, (2, 4, 4, 3), dtype=np.uint8)
   train, _ = _augment()(images, np.zeros(2, np.int32), jax.random.key(0))
-  np.testing.assert_allclose(device_augment.normalize_uint8(jnp.asarray(images), MEAN, STD), train, rtol=1e-6, atol=1e-6)
+  np.testing.assert_allclose(
+    device_augment.normalize_uint8(jnp.asarray(images), MEAN, STD), train, rtol=1e-6, atol=1e-6
+  )

@@ -7,17 +7,18 @@ depends on the process count by design).
 Tolerance (float32; only the order of the cross-device reductions differs): losses within
 rtol 1e-5; parameters, BatchNorm statistics and EMA within rtol 1e-5 + atol 1e-5 after 3 AdamW
 steps (the lr peaks at 2e-3, so 1e-5 is under 1% of one update)."""
+
 import os
 import socket
 import subprocess
 import sys
 
+import fake_data
 import jax
 import numpy as np
 import pytest
-
-import fake_data
 import tiny
+
 from vit_jax_stems.train import evaluate, metrics, trainer
 
 RTOL, ATOL = 1e-5, 1e-5
@@ -42,10 +43,22 @@ def _run_two_processes(workdir):
   port = _free_port()
   env = dict(os.environ, JAX_PLATFORMS='cpu')
   env.setdefault('XLA_FLAGS', '')
-  procs = [subprocess.Popen(
-      [sys.executable, os.path.join(HERE, 'multiprocess_worker.py'), str(port), str(i),
-       str(workdir)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-      for i in range(2)]
+  procs = [
+    subprocess.Popen(
+      [
+        sys.executable,
+        os.path.join(HERE, 'multiprocess_worker.py'),
+        str(port),
+        str(i),
+        str(workdir),
+      ],
+      env=env,
+      stdout=subprocess.PIPE,
+      stderr=subprocess.STDOUT,
+      text=True,
+    )
+    for i in range(2)
+  ]
   outs = []
   for p in procs:
     try:
@@ -65,21 +78,27 @@ def _losses(workdir):
 
 
 def test_one_device_eight_devices_fsdp_and_two_processes_agree(tmp_path, monkeypatch):
-  _assert_agree({
+  _assert_agree(
+    {
       '1 device': _run_in_process(tmp_path, 'one', (('data', 1), ('fsdp', 1)), 1, monkeypatch),
-      '8 devices data2 x fsdp4': _run_in_process(tmp_path, 'fsdp', (('data', 2), ('fsdp', 4)),
-                                                 None, monkeypatch),
+      '8 devices data2 x fsdp4': _run_in_process(
+        tmp_path, 'fsdp', (('data', 2), ('fsdp', 4)), None, monkeypatch
+      ),
       '2 processes x 4 devices': _run_two_processes(tmp_path / 'multi'),
-  })
+    }
+  )
 
 
 @pytest.mark.slow
 def test_eight_devices_pure_data_parallel_agrees(tmp_path, monkeypatch):
-  _assert_agree({
+  _assert_agree(
+    {
       '1 device': _run_in_process(tmp_path, 'one', (('data', 1), ('fsdp', 1)), 1, monkeypatch),
-      '8 devices data': _run_in_process(tmp_path, 'dp', (('data', 8), ('fsdp', 1)), None,
-                                        monkeypatch),
-  })
+      '8 devices data': _run_in_process(
+        tmp_path, 'dp', (('data', 8), ('fsdp', 1)), None, monkeypatch
+      ),
+    }
+  )
 
 
 def _assert_agree(runs):
@@ -90,7 +109,9 @@ def _assert_agree(runs):
     np.testing.assert_allclose(_losses(workdir), ref_loss, rtol=RTOL, err_msg=name)
     state = tiny.checkpoint_state(workdir)
     for key in ('params', 'batch_stats', 'ema'):
-      for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(state[key]),
-                              jax.tree_util.tree_leaves(ref_state[key])):
-        np.testing.assert_allclose(a, b, rtol=RTOL, atol=ATOL,
-                                   err_msg=f'{name}: {key}{jax.tree_util.keystr(path)}')
+      for (path, a), b in zip(
+        jax.tree_util.tree_leaves_with_path(state[key]), jax.tree_util.tree_leaves(ref_state[key])
+      ):
+        np.testing.assert_allclose(
+          a, b, rtol=RTOL, atol=ATOL, err_msg=f'{name}: {key}{jax.tree_util.keystr(path)}'
+        )

@@ -1,13 +1,14 @@
 """The real trainer on the embedded mnist5k digits: each family end to end, --mode eval,
 preemption + resume reproducing an uninterrupted run exactly, and the non-finite stop."""
+
 import math
 import os
 import signal
 
 import numpy as np
 import pytest
-
 import tiny
+
 from vit_jax_stems import data
 from vit_jax_stems.train import evaluate, metrics, trainer
 
@@ -19,8 +20,11 @@ def _run(config, workdir):
 
 
 def _rows(workdir, key):
-  return {r['step']: r[key] for r in metrics.read_jsonl(os.path.join(workdir, 'metrics.jsonl'))
-          if key in r}
+  return {
+    r['step']: r[key]
+    for r in metrics.read_jsonl(os.path.join(workdir, 'metrics.jsonl'))
+    if key in r
+  }
 
 
 def _vitc_config():
@@ -89,7 +93,9 @@ def _iterator_hook(monkeypatch, at_batch, action):
         if i == at_batch:
           batch = action(batch)
         yield batch
+
     return gen()
+
   monkeypatch.setattr(data, 'make_train_iterator', make)
 
 
@@ -99,6 +105,7 @@ def test_sigterm_saves_and_resume_matches_uninterrupted_run(vitc_run, tmp_path, 
   def sigterm(batch):
     os.kill(os.getpid(), signal.SIGTERM)
     return batch
+
   _iterator_hook(monkeypatch, 2, sigterm)
   first = _run(_vitc_config(), tmp_path)
   assert first['stopped'] == 'preempted at step 3'
@@ -116,13 +123,16 @@ def test_sigterm_saves_and_resume_matches_uninterrupted_run(vitc_run, tmp_path, 
 
 def jax_leaves(tree):
   import jax
+
   return jax.tree_util.tree_leaves(tree)
 
 
 def test_non_finite_loss_stops_naming_the_step_and_keeps_last_good_checkpoint(
-    tmp_path, monkeypatch):
+  tmp_path, monkeypatch
+):
   def poison(batch):  # NaN pixels (float: uint8 has no NaN; the step is traced again for the dtype)
     return dict(batch, image=np.full(batch['image'].shape, np.nan, np.float32))
+
   _iterator_hook(monkeypatch, 3, poison)  # the 4th batch: step 4
   c = _vitc_config()
   with pytest.raises(trainer.NonFiniteLossError, match='at step 4.*last good checkpoint is step 2'):
@@ -136,24 +146,45 @@ def test_saved_bn_statistics_are_precise_bn_over_the_next_training_batches(vitc_
   """The final checkpoint holds pycls precise BN statistics: the average batch statistics of the
   raw and EMA weights over the next precise_bn_samples of the training stream."""
   import jax
+
   from vit_jax_stems.train import device_augment, precise_bn, train_state
+
   workdir, _ = vitc_run
   c = _vitc_config()
   info = data.get_dataset_info(c.data)
   model, spec = train_state.build_model(c, info.num_classes)
   state = tiny.checkpoint_state(workdir)
-  stream = data.make_train_iterator(c.data, global_batch_size=c.batch_size, seed=c.seed, start_step=STEPS)
-  batches = [next(stream) for _ in range(precise_bn.num_batches(c.precise_bn_samples, c.batch_size))]
-  stats_fn = jax.jit(precise_bn.make_batch_stats_fn(
-      model, device_augment.DeviceAugment.from_config(c.data, info.num_classes), spec.batch_norm_momentum))
+  stream = data.make_train_iterator(
+    c.data, global_batch_size=c.batch_size, seed=c.seed, start_step=STEPS
+  )
+  batches = [
+    next(stream) for _ in range(precise_bn.num_batches(c.precise_bn_samples, c.batch_size))
+  ]
+  stats_fn = jax.jit(
+    precise_bn.make_batch_stats_fn(
+      model,
+      device_augment.DeviceAugment.from_config(c.data, info.num_classes),
+      spec.batch_norm_momentum,
+    )
+  )
   key = precise_bn.precise_bn_key(state['rng'], STEPS)
-  for saved, params in ((state['batch_stats'], state['params']), (state['ema']['batch_stats'], state['ema']['params'])):
-    want = precise_bn.precise_batch_stats(stats_fn, {'params': params, 'batch_stats': saved}, batches, key)
+  for saved, params in (
+    (state['batch_stats'], state['params']),
+    (state['ema']['batch_stats'], state['ema']['params']),
+  ):
+    want = precise_bn.precise_batch_stats(
+      stats_fn, {'params': params, 'batch_stats': saved}, batches, key
+    )
     for a, b in zip(jax.tree_util.tree_leaves(saved), jax.tree_util.tree_leaves(want)):
       np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
   # Negative control: the same computation over other batches of the stream gives other statistics.
   other = [next(data.make_train_iterator(c.data, global_batch_size=c.batch_size, seed=c.seed))]
   elsewhere = precise_bn.precise_batch_stats(
-      stats_fn, {'params': state['params'], 'batch_stats': state['batch_stats']}, other, key)
-  assert any(not np.allclose(a, b, rtol=1e-3) for a, b in zip(
-      jax.tree_util.tree_leaves(state['batch_stats']), jax.tree_util.tree_leaves(elsewhere)))
+    stats_fn, {'params': state['params'], 'batch_stats': state['batch_stats']}, other, key
+  )
+  assert any(
+    not np.allclose(a, b, rtol=1e-3)
+    for a, b in zip(
+      jax.tree_util.tree_leaves(state['batch_stats']), jax.tree_util.tree_leaves(elsewhere)
+    )
+  )

@@ -1,13 +1,15 @@
 """Tiny configs of the three families for trainer tests (seconds per run on a CPU)."""
-from configs import common
-from configs import convit, vitc, vitp
+
+from configs import common, convit, vitc, vitp
 
 TINY = dict(hidden_size=16, num_heads=4, mlp_dim=32, patch_size=4)
 FAMILIES = {
-    'vitc': (vitc, dict(TINY, depth=1, stem_kernels=(3, 1), stem_strides=(4, 1),
-                        stem_channels=(8, 16))),
-    'vitp': (vitp, dict(TINY, depth=2)),
-    'convit': (convit, dict(TINY, depth=2, num_gpsa_layers=1)),
+  'vitc': (
+    vitc,
+    dict(TINY, depth=1, stem_kernels=(3, 1), stem_strides=(4, 1), stem_channels=(8, 16)),
+  ),
+  'vitp': (vitp, dict(TINY, depth=2)),
+  'convit': (convit, dict(TINY, depth=2, num_gpsa_layers=1)),
 }
 
 
@@ -50,6 +52,7 @@ def checkpoint_state(workdir, step=None):
   import jax
   import orbax.checkpoint as ocp
   from etils import epath
+
   directory = epath.Path(workdir) / 'checkpoints'
   mngr = ocp.CheckpointManager(directory)
   step = mngr.latest_step() if step is None else step
@@ -59,8 +62,10 @@ def checkpoint_state(workdir, step=None):
   meta = getattr(meta, 'item_metadata', meta)
   one = jax.sharding.SingleDeviceSharding(jax.devices()[0])
   target = jax.tree_util.tree_map(
-      lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=one), meta,
-      is_leaf=lambda m: hasattr(m, 'shape') and hasattr(m, 'dtype'))
+    lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=one),
+    meta,
+    is_leaf=lambda m: hasattr(m, 'shape') and hasattr(m, 'dtype'),
+  )
   state = ckptr.restore(path, target)  # any writer topology restores onto one device
   mngr.close()
   return jax.tree_util.tree_map(lambda x: __import__('numpy').asarray(x), state)

@@ -36,7 +36,8 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -45,10 +46,11 @@ import numpy as np
 from vit_jax_stems.models import attention as attention_lib
 
 CLASS_TOKEN_NOTE = (
-    "Spatial measures use patch queries and patch keys only: the class-token query row and key "
-    "column are dropped and each patch query's weights renormalised (A_ij / (1 - A_i,cls)). "
-    "class_token_mass is the attention each patch query gives the class token, averaged over "
-    "queries and images (null in blocks without a class token).")
+  'Spatial measures use patch queries and patch keys only: the class-token query row and key '
+  "column are dropped and each patch query's weights renormalised (A_ij / (1 - A_i,cls)). "
+  'class_token_mass is the attention each patch query gives the class token, averaged over '
+  'queries and images (null in blocks without a class token).'
+)
 
 # Below this, a query is treated as looking only at the class token and its renormalised patch
 # weights are meaningless; the factor is clipped here to stay finite.
@@ -101,8 +103,10 @@ def split_class_token(weights, num_patches: int):
   if length == num_patches:
     return weights, None
   if length != num_patches + 1:
-    raise ValueError(f"Attention over {length} tokens for a grid of {num_patches} patches: "
-                     "expected N (GPSA blocks) or N + 1 (class token at index 0).")
+    raise ValueError(
+      f'Attention over {length} tokens for a grid of {num_patches} patches: '
+      'expected N (GPSA blocks) or N + 1 (class token at index 0).'
+    )
   xp = _xp(weights)
   class_mass = weights[..., 1:, 0]
   patch = weights[..., 1:, 1:] / xp.maximum(1.0 - class_mass, _MIN_PATCH_MASS)[..., None]
@@ -117,8 +121,9 @@ def nonlocality(patch_weights, grid: tuple[int, int], query_mask=None):
   return _query_mean(xp.sum(patch_weights * dist, axis=-1), query_mask)
 
 
-def attention_distance_px(patch_weights, grid: tuple[int, int],
-                          patch_px: tuple[float, float], query_mask=None):
+def attention_distance_px(
+  patch_weights, grid: tuple[int, int], patch_px: tuple[float, float], query_mask=None
+):
   """Mean attention distance in pixels (ViT paper): distances between patch centres, weighted."""
   xp = _xp(patch_weights)
   offsets = patch_offsets(grid) * np.array([patch_px[1], patch_px[0]], np.float32)
@@ -129,7 +134,7 @@ def attention_distance_px(patch_weights, grid: tuple[int, int],
 def attention_centre(patch_weights, grid: tuple[int, int], query_mask=None):
   """Attention-weighted mean offset (dx, dy) in patches, averaged over queries. (..., 2)."""
   xp = _xp(patch_weights)
-  per_query = xp.einsum("...ij,ijc->...ic", patch_weights, patch_offsets(grid))
+  per_query = xp.einsum('...ij,ijc->...ic', patch_weights, patch_offsets(grid))
   return _query_mean(xp.moveaxis(per_query, -1, -2), query_mask)
 
 
@@ -137,7 +142,7 @@ def attention_span(patch_weights, grid: tuple[int, int], query_mask=None):
   """sqrt(mean_i sum_j A_ij ||delta_ij - mu_i||^2), mu_i the query's weighted mean offset."""
   xp = _xp(patch_weights)
   offsets = patch_offsets(grid)
-  mean = xp.einsum("...ij,ijc->...ic", patch_weights, offsets)
+  mean = xp.einsum('...ij,ijc->...ic', patch_weights, offsets)
   second = xp.sum(patch_weights * np.sum(offsets * offsets, axis=-1), axis=-1)
   variance = xp.maximum(second - xp.sum(mean * mean, axis=-1), 0.0)
   return xp.sqrt(_query_mean(variance, query_mask))
@@ -159,19 +164,19 @@ def gpsa_closed_form(pos_proj: dict) -> dict[str, np.ndarray]:
   ||c|| as "distances"). Under the local init c is exactly `gpsa_local_offsets` (any alpha).
   Heads with w_d >= 0 have no peak: NaN centre.
   """
-  w = np.asarray(pos_proj["kernel"], np.float64)  # (3, H): rows [dx, dy, dx^2 + dy^2]
-  with np.errstate(divide="ignore", invalid="ignore"):
+  w = np.asarray(pos_proj['kernel'], np.float64)  # (3, H): rows [dx, dy, dx^2 + dy^2]
+  with np.errstate(divide='ignore', invalid='ignore'):
     centre = np.where(w[2] < 0, -w[:2] / (2 * w[2]), np.nan).T
-  return {"centre": centre.astype(np.float32), "strength": (-w[2]).astype(np.float32)}
+  return {'centre': centre.astype(np.float32), 'strength': (-w[2]).astype(np.float32)}
 
 
 # ----------------------------------------------------------------------------- model layout
 def layer_names(spec) -> list[str]:
-  return [f"encoder/block{i:02d}" for i in range(spec.depth)]
+  return [f'encoder/block{i:02d}' for i in range(spec.depth)]
 
 
 def is_gpsa(spec, layer: int) -> bool:
-  return spec.family == "convit" and layer < spec.num_gpsa_layers
+  return spec.family == 'convit' and layer < spec.num_gpsa_layers
 
 
 def grid_of(model, variables) -> tuple[int, int]:
@@ -179,11 +184,11 @@ def grid_of(model, variables) -> tuple[int, int]:
   size = model.spec.image_size
   images = jax.ShapeDtypeStruct((1, size, size, 3), jnp.float32)
   _, out = jax.eval_shape(lambda v, x: model.apply(v, x, train=False), variables, images)
-  return tuple(out["stem"].shape[1:3])
+  return tuple(out['stem'].shape[1:3])
 
 
 def _attn_params(variables, layer: int) -> dict:
-  return variables["params"]["encoder"][f"block{layer:02d}"]["attn"]
+  return variables['params']['encoder'][f'block{layer:02d}']['attn']
 
 
 # ----------------------------------------------------------------------------- forward passes
@@ -203,28 +208,33 @@ def forward(model, variables, images) -> dict[str, np.ndarray]:
 def attention_weights(model, variables, images) -> dict[str, np.ndarray]:
   """{'encoder/blockNN': (B, H, L, L)} softmax weights of one forward from each block's input."""
   out = forward(model, variables, images)
-  return {name: out[f"{name}/attention"] for name in layer_names(model.spec)}
+  return {name: out[f'{name}/attention'] for name in layer_names(model.spec)}
 
 
 def _per_image(weights: np.ndarray, grid, patch_px) -> dict[str, np.ndarray | None]:
   """(B, H, L, L) -> {nonlocality, attention_distance_px, class_token_mass}, each (B, H)."""
   patch, class_mass = split_class_token(np.asarray(weights, np.float64), grid[0] * grid[1])
-  return {"nonlocality": nonlocality(patch, grid),
-          "attention_distance_px": attention_distance_px(patch, grid, patch_px),
-          "class_token_mass": None if class_mass is None else class_mass.mean(axis=-1)}
+  return {
+    'nonlocality': nonlocality(patch, grid),
+    'attention_distance_px': attention_distance_px(patch, grid, patch_px),
+    'class_token_mass': None if class_mass is None else class_mass.mean(axis=-1),
+  }
 
 
 def _check_images(model, images) -> np.ndarray:
   images = np.asarray(images, np.float32)
   size = model.spec.image_size
   if images.ndim != 4 or images.shape[1:] != (size, size, 3) or images.shape[0] == 0:
-    raise ValueError(f"images must be a non-empty (batch, {size}, {size}, 3) array, normalised as "
-                     f"the model's input; got {images.shape}.")
+    raise ValueError(
+      f'images must be a non-empty (batch, {size}, {size}, 3) array, normalised as '
+      f"the model's input; got {images.shape}."
+    )
   return images
 
 
-def measure(model, variables, images, *, batch_size: int = 16,
-            margin: int | None = None) -> dict[str, Any]:
+def measure(
+  model, variables, images, *, batch_size: int = 16, margin: int | None = None
+) -> dict[str, Any]:
   """Every locality measure of `model` with `variables` on `images` (NHWC, normalised).
 
   Returns a JSON-ready dict: 'grid', 'patch_px', 'num_images', 'num_heads', 'margin',
@@ -245,7 +255,7 @@ def measure(model, variables, images, *, batch_size: int = 16,
   batch_size = min(batch_size, len(images))
   sums: dict[str, dict[str, np.ndarray | None]] = {}
   for start in range(0, len(images), batch_size):
-    chunk = images[start:start + batch_size]
+    chunk = images[start : start + batch_size]
     real = len(chunk)
     if real < batch_size:
       chunk = np.concatenate([chunk, np.zeros((batch_size - real,) + chunk.shape[1:], chunk.dtype)])
@@ -262,18 +272,30 @@ def measure(model, variables, images, *, batch_size: int = 16,
   layers = []
   for i, name in enumerate(layer_names(spec)):
     values = {k: None if v is None else v / count for k, v in sums[name].items()}
-    layer = {"name": name, "index": i, "kind": "gpsa" if is_gpsa(spec, i) else "mhsa",
-             "has_class_token": values["class_token_mass"] is not None}
+    layer = {
+      'name': name,
+      'index': i,
+      'kind': 'gpsa' if is_gpsa(spec, i) else 'mhsa',
+      'has_class_token': values['class_token_mass'] is not None,
+    }
     for key, value in values.items():
       layer[key] = None if value is None else _floats(value)
-      layer[f"{key}_mean"] = None if value is None else float(np.mean(value))
+      layer[f'{key}_mean'] = None if value is None else float(np.mean(value))
     if is_gpsa(spec, i):
-      layer.update(gpsa_measures(_attn_params(variables, i), grid, margin,
-                                 np.asarray(values["nonlocality"])))
+      layer.update(
+        gpsa_measures(_attn_params(variables, i), grid, margin, np.asarray(values['nonlocality']))
+      )
     layers.append(layer)
-  return {"grid": list(grid), "patch_px": list(patch_px), "image_size": spec.image_size,
-          "num_images": count, "num_heads": spec.num_heads, "margin": margin,
-          "class_token": CLASS_TOKEN_NOTE, "layers": layers}
+  return {
+    'grid': list(grid),
+    'patch_px': list(patch_px),
+    'image_size': spec.image_size,
+    'num_images': count,
+    'num_heads': spec.num_heads,
+    'margin': margin,
+    'class_token': CLASS_TOKEN_NOTE,
+    'layers': layers,
+  }
 
 
 @functools.lru_cache(maxsize=16)
@@ -281,33 +303,34 @@ def _jitted_positional(grid):
   return jax.jit(lambda pos_proj: attention_lib.positional_attention(pos_proj, grid))
 
 
-def gpsa_measures(attn_params: dict, grid: tuple[int, int], margin: int,
-                  nonlocality_total: np.ndarray | None = None) -> dict[str, Any]:
+def gpsa_measures(
+  attn_params: dict, grid: tuple[int, int], margin: int, nonlocality_total: np.ndarray | None = None
+) -> dict[str, Any]:
   """Gate and positional-attention measures of one GPSA layer, from its parameters.
 
   `nonlocality_total`: the measured nonlocality of the gated mix A, per head; with it the
   content part's nonlocality follows from D(A) = (1 - g) D(C) + g D(P) (NaN where g ~ 1).
   """
-  gate = 1.0 / (1.0 + np.exp(-np.asarray(attn_params["gating_param"], np.float64)))
-  positional = np.asarray(_jitted_positional(grid)(attn_params["pos_proj"]), np.float64)
+  gate = 1.0 / (1.0 + np.exp(-np.asarray(attn_params['gating_param'], np.float64)))
+  positional = np.asarray(_jitted_positional(grid)(attn_params['pos_proj']), np.float64)
   mask = interior_queries(grid, margin)
   d_pos = np.asarray(nonlocality(positional, grid), np.float64)
-  closed = gpsa_closed_form(attn_params["pos_proj"])
+  closed = gpsa_closed_form(attn_params['pos_proj'])
   heads = gate.shape[0]
   result = {
-      "gate": _floats(gate),
-      "gate_mean": float(gate.mean()),
-      "positional_nonlocality": _floats(d_pos),
-      "positional_centre": _floats(attention_centre(positional, grid, mask)),
-      "positional_span": _floats(attention_span(positional, grid, mask)),
-      "closed_form_centre": _floats(closed["centre"]),
-      "locality_strength": _floats(closed["strength"]),
-      "designed_offset": _floats(attention_lib.gpsa_local_offsets(heads)),
+    'gate': _floats(gate),
+    'gate_mean': float(gate.mean()),
+    'positional_nonlocality': _floats(d_pos),
+    'positional_centre': _floats(attention_centre(positional, grid, mask)),
+    'positional_span': _floats(attention_span(positional, grid, mask)),
+    'closed_form_centre': _floats(closed['centre']),
+    'locality_strength': _floats(closed['strength']),
+    'designed_offset': _floats(attention_lib.gpsa_local_offsets(heads)),
   }
   if nonlocality_total is not None:
-    with np.errstate(divide="ignore", invalid="ignore"):
+    with np.errstate(divide='ignore', invalid='ignore'):
       content = np.where(1 - gate > 1e-6, (nonlocality_total - gate * d_pos) / (1 - gate), np.nan)
-    result["content_nonlocality"] = _floats(content)
+    result['content_nonlocality'] = _floats(content)
   return result
 
 
@@ -332,14 +355,21 @@ def query_attention_maps(model, variables, image, queries: Sequence[tuple[int, i
   rows, cols = grid
   for r, c in queries:
     if not (0 <= r < rows and 0 <= c < cols):
-      raise ValueError(f"Query patch ({r}, {c}) is outside the {rows}x{cols} grid.")
+      raise ValueError(f'Query patch ({r}, {c}) is outside the {rows}x{cols} grid.')
   index = [r * cols + c for r, c in queries]
   weights = jax.device_get(attention_weights(model, variables, image))
   maps, masses = [], []
   for name in layer_names(model.spec):
     patch, class_mass = split_class_token(np.asarray(weights[name][0], np.float64), rows * cols)
     maps.append(np.asarray(patch)[:, index].transpose(1, 0, 2).reshape(len(index), -1, rows, cols))
-    masses.append(np.full((len(index), patch.shape[0]), np.nan) if class_mass is None
-                  else np.asarray(class_mass)[:, index].T)
-  return {"grid": grid, "queries": list(queries), "maps": np.stack(maps).astype(np.float32),
-          "class_token_mass": np.stack(masses).astype(np.float32)}
+    masses.append(
+      np.full((len(index), patch.shape[0]), np.nan)
+      if class_mass is None
+      else np.asarray(class_mass)[:, index].T
+    )
+  return {
+    'grid': grid,
+    'queries': list(queries),
+    'maps': np.stack(maps).astype(np.float32),
+    'class_token_mass': np.stack(masses).astype(np.float32),
+  }

@@ -32,17 +32,16 @@ import json
 import logging
 import os
 import time
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import matplotlib
 import matplotlib.pyplot as plt
 
 from vit_jax_stems.analysis import images as images_lib
-from vit_jax_stems.analysis import locality
-from vit_jax_stems.analysis import plots
-from vit_jax_stems.analysis import sources
+from vit_jax_stems.analysis import locality, plots, sources
 
-LOCALITY_JSON = "locality.json"
+LOCALITY_JSON = 'locality.json'
 
 
 def default_queries(grid: tuple[int, int]) -> list[tuple[int, int]]:
@@ -55,10 +54,12 @@ def _data_config(config, model):
   """The run's data config (ConfigDict) or, for weights without a run, mnist5k at the model's
   size with the model's normalisation."""
   import ml_collections  # pylint: disable=g-import-not-at-top
+
   if config is not None:
-    cfg = config.to_dict() if hasattr(config, "to_dict") else dict(config)
-    return ml_collections.ConfigDict(cfg["data"])
+    cfg = config.to_dict() if hasattr(config, 'to_dict') else dict(config)
+    return ml_collections.ConfigDict(cfg['data'])
   from vit_jax_stems import data  # pylint: disable=g-import-not-at-top
+
   dcfg = data.default_config()
   dcfg.image_size = model.spec.image_size
   dcfg.mean, dcfg.std = tuple(model.spec.mean), tuple(model.spec.std)
@@ -70,8 +71,10 @@ def load_images(model, config=None, *, num_images: int = 64, image_path: str | N
   spec = model.spec
   measured = images_lib.from_eval_split(_data_config(config, model), num_images)
   if measured.model_input.shape[1] != spec.image_size:
-    raise ValueError(f"The eval images are {measured.model_input.shape[1]} px, the model wants "
-                     f"{spec.image_size}; set the run config's data.image_size.")
+    raise ValueError(
+      f'The eval images are {measured.model_input.shape[1]} px, the model wants '
+      f"{spec.image_size}; set the run config's data.image_size."
+    )
   if image_path:
     dcfg = _data_config(config, model) if config is not None else None
     mean = tuple(dcfg.mean) if dcfg is not None else tuple(spec.mean)
@@ -88,19 +91,19 @@ class Analysis:
 
   run: sources.Run
   source: str
-  images: images_lib.Images       # what the measures average over
-  shown: images_lib.Images        # the image of the attention maps
+  images: images_lib.Images  # what the measures average over
+  shown: images_lib.Images  # the image of the attention maps
   measures: dict
-  maps: dict                      # locality.query_attention_maps of `shown`
+  maps: dict  # locality.query_attention_maps of `shown`
   history: list = dataclasses.field(default_factory=list)  # [{'step', 'label', 'measures'}]
 
   @property
   def title(self) -> str:
     spec = self.run.model.spec
-    return f"{spec.family} {spec.stem} stem - {self.run.label}"
+    return f'{spec.family} {spec.stem} stem - {self.run.label}'
 
 
-def open_source(entry, *, config=None, which: str = "params", history: bool = True):
+def open_source(entry, *, config=None, which: str = 'params', history: bool = True):
   """(Run, run config or None, [earlier Runs]) of one source.
 
   `entry`: a trainer workdir (checkpoints/ + config.json: the latest step, and with `history`
@@ -108,76 +111,104 @@ def open_source(entry, *, config=None, which: str = "params", history: bool = Tr
   or {'arch': name, 'overrides': {...}, 'seed': 0} for a fresh init.
   """
   if isinstance(entry, dict):
-    if "arch" not in entry:
+    if 'arch' not in entry:
       raise ValueError(f"A dict source needs 'arch' (and optional 'overrides', 'seed'): {entry}.")
-    run = sources.from_arch(entry["arch"], seed=int(entry.get("seed", 0)),
-                            **dict(entry.get("overrides") or {}))
+    run = sources.from_arch(
+      entry['arch'], seed=int(entry.get('seed', 0)), **dict(entry.get('overrides') or {})
+    )
     return run, None, []
   path = str(entry)
-  if os.path.isfile(os.path.join(path, "model.json")):
+  if os.path.isfile(os.path.join(path, 'model.json')):
     return sources.from_weights(path), None, []
   steps = sources.checkpoint_steps(path)
   if not steps:
     raise FileNotFoundError(
-        f"{path!r} is neither a weights directory (model.json) nor a run with checkpoints "
-        f"({sources.CHECKPOINTS_DIR}/<step>): train first (python main.py --config ... "
-        "--workdir ...), or convert weights, or use {'arch': NAME} for a fresh init.")
+      f'{path!r} is neither a weights directory (model.json) nor a run with checkpoints '
+      f'({sources.CHECKPOINTS_DIR}/<step>): train first (python main.py --config ... '
+      "--workdir ...), or convert weights, or use {'arch': NAME} for a fresh init."
+    )
   config = sources.read_run_config(path) if config is None else config
   run = sources.from_checkpoint(path, steps[-1], config=config, which=which)
   earlier = []
   if history:
     earlier = [sources.init_of_run(config, run.model.spec.num_classes)] + [
-        sources.from_checkpoint(path, s, config=config, which=which) for s in steps[:-1]]
+      sources.from_checkpoint(path, s, config=config, which=which) for s in steps[:-1]
+    ]
   return run, config, earlier
 
 
-def analyse(entry, *, config=None, which: str = "params", history: bool = True,
-            num_images: int = 64, image_path: str | None = None,
-            queries: Sequence[tuple[int, int]] | None = None, batch_size: int = 16) -> Analysis:
+def analyse(
+  entry,
+  *,
+  config=None,
+  which: str = 'params',
+  history: bool = True,
+  num_images: int = 64,
+  image_path: str | None = None,
+  queries: Sequence[tuple[int, int]] | None = None,
+  batch_size: int = 16,
+) -> Analysis:
   """Measures one source (see `open_source`) on its eval images; maps of `image_path` or of the
   first eval image."""
   run, run_config, earlier = open_source(entry, config=config, which=which, history=history)
-  source = (f"fresh init of {entry['arch']}" if isinstance(entry, dict)
-            else f"{run.label} of {entry}")
-  measured, shown = load_images(run.model, run_config, num_images=num_images,
-                                image_path=image_path)
-  logging.info("Measuring %s on %s", source, measured.source)
-  measures = locality.measure(run.model, run.variables, measured.model_input,
-                              batch_size=batch_size)
+  source = (
+    f'fresh init of {entry["arch"]}' if isinstance(entry, dict) else f'{run.label} of {entry}'
+  )
+  measured, shown = load_images(run.model, run_config, num_images=num_images, image_path=image_path)
+  logging.info('Measuring %s on %s', source, measured.source)
+  measures = locality.measure(run.model, run.variables, measured.model_input, batch_size=batch_size)
   entries = []
   if earlier:
-    entries = [{"step": past.step, "label": past.label, "measures": locality.measure(
-        past.model, past.variables, measured.model_input, batch_size=batch_size)}
-               for past in earlier]
-    entries.append({"step": run.step, "label": run.label, "measures": measures})
-  grid = tuple(measures["grid"])
+    entries = [
+      {
+        'step': past.step,
+        'label': past.label,
+        'measures': locality.measure(
+          past.model, past.variables, measured.model_input, batch_size=batch_size
+        ),
+      }
+      for past in earlier
+    ]
+    entries.append({'step': run.step, 'label': run.label, 'measures': measures})
+  grid = tuple(measures['grid'])
   queries = [tuple(q) for q in (queries or default_queries(grid))]
   maps = locality.query_attention_maps(run.model, run.variables, shown.model_input[0], queries)
   return Analysis(run, source, measured, shown, measures, maps, entries)
 
 
-def figures_of(analysis: Analysis) -> dict[str, "plt.Figure"]:
+def figures_of(analysis: Analysis) -> dict[str, plt.Figure]:
   """{file name: figure} of one analysis (see the module doc)."""
-  figures = {"nonlocality.png": plots.plot_nonlocality({analysis.title: analysis.measures})}
+  figures = {'nonlocality.png': plots.plot_nonlocality({analysis.title: analysis.measures})}
   gates = plots.plot_gates({analysis.title: analysis.measures})
   if gates is not None:
-    figures["gates.png"] = gates
+    figures['gates.png'] = gates
   shown_name = os.path.basename(analysis.shown.source)
-  for q, (r, c) in enumerate(analysis.maps["queries"]):
-    figures[f"attention_maps_r{r}_c{c}.png"] = plots.plot_attention_maps(
-        analysis.maps, analysis.shown.display[0], query=q,
-        title=f"{analysis.title}; {shown_name}")
+  for q, (r, c) in enumerate(analysis.maps['queries']):
+    figures[f'attention_maps_r{r}_c{c}.png'] = plots.plot_attention_maps(
+      analysis.maps, analysis.shown.display[0], query=q, title=f'{analysis.title}; {shown_name}'
+    )
   if analysis.history:
-    figures["locality_over_training.png"] = plots.plot_training(analysis.history,
-                                                                title=analysis.title)
+    figures['locality_over_training.png'] = plots.plot_training(
+      analysis.history, title=analysis.title
+    )
   return figures
 
 
-def run_locality(config, workdir: str, *, weights_dir: str | None = None,
-                 arch: str | None = None, arch_overrides: dict | None = None,
-                 image_path: str | None = None, num_images: int = 64, which: str = "params",
-                 queries: Sequence[tuple[int, int]] | None = None, out_dir: str | None = None,
-                 history: bool = True, batch_size: int = 16) -> dict[str, Any]:
+def run_locality(
+  config,
+  workdir: str,
+  *,
+  weights_dir: str | None = None,
+  arch: str | None = None,
+  arch_overrides: dict | None = None,
+  image_path: str | None = None,
+  num_images: int = 64,
+  which: str = 'params',
+  queries: Sequence[tuple[int, int]] | None = None,
+  out_dir: str | None = None,
+  history: bool = True,
+  batch_size: int = 16,
+) -> dict[str, Any]:
   """Measures one model and writes locality.json and the figures; returns {'json', 'figures',
   'measures'}. The entry point of `main.py --mode locality`.
 
@@ -194,20 +225,33 @@ def run_locality(config, workdir: str, *, weights_dir: str | None = None,
   out_dir = out_dir or workdir
   os.makedirs(out_dir, exist_ok=True)
   if weights_dir and arch:
-    raise ValueError("Pass weights_dir or arch, not both.")
+    raise ValueError('Pass weights_dir or arch, not both.')
   if weights_dir:
     entry, config = weights_dir, None
   elif arch:
-    entry, config = {"arch": arch, "overrides": dict(arch_overrides or {})}, None
+    entry, config = {'arch': arch, 'overrides': dict(arch_overrides or {})}, None
   else:
     entry = workdir
-  analysis = analyse(entry, config=config, which=which, history=history, num_images=num_images,
-                     image_path=image_path, queries=queries, batch_size=batch_size)
-  result = {"source": analysis.source, "label": analysis.run.label, "step": analysis.run.step,
-            "model": analysis.run.model.spec.to_dict(), "images": analysis.images.source,
-            "measures": analysis.measures}
+  analysis = analyse(
+    entry,
+    config=config,
+    which=which,
+    history=history,
+    num_images=num_images,
+    image_path=image_path,
+    queries=queries,
+    batch_size=batch_size,
+  )
+  result = {
+    'source': analysis.source,
+    'label': analysis.run.label,
+    'step': analysis.run.step,
+    'model': analysis.run.model.spec.to_dict(),
+    'images': analysis.images.source,
+    'measures': analysis.measures,
+  }
   if analysis.history:
-    result["history"] = analysis.history
+    result['history'] = analysis.history
 
   paths = []
   for name, fig in figures_of(analysis).items():
@@ -216,66 +260,93 @@ def run_locality(config, workdir: str, *, weights_dir: str | None = None,
     plt.close(fig)
     paths.append(path)
   json_path = os.path.join(out_dir, LOCALITY_JSON)
-  with open(json_path, "w") as f:
+  with open(json_path, 'w') as f:
     json.dump(result, f, indent=1)
-    f.write("\n")
-  logging.info("Wrote %s and %d figures in %.1fs", json_path, len(paths), time.time() - t0)
-  return {"json": json_path, "figures": paths, "measures": analysis.measures}
+    f.write('\n')
+  logging.info('Wrote %s and %d figures in %.1fs', json_path, len(paths), time.time() - t0)
+  return {'json': json_path, 'figures': paths, 'measures': analysis.measures}
 
 
 def _parse_queries(text: str | None):
   if not text:
     return None
   out = []
-  for part in text.split(";"):
-    r, c = (int(v) for v in part.split(","))
+  for part in text.split(';'):
+    r, c = (int(v) for v in part.split(','))
     out.append((r, c))
   return out
 
 
 def main(argv=None) -> None:
   parser = argparse.ArgumentParser(
-      description="Attention locality report (nonlocality, attention distance, GPSA gates, "
-                  "attention maps) of a run, converted weights or a fresh init.")
-  parser.add_argument("--workdir", required=True,
-                      help="Run directory (checkpoints + config.json); outputs are written here.")
-  parser.add_argument("--weights", default=None, help="Converted weights directory instead.")
-  parser.add_argument("--arch", default=None, help="Registered model name: analyse a fresh init.")
-  parser.add_argument("--overrides", default=None,
-                      help="ModelSpec overrides for --arch, e.g. 'image_size=32,num_classes=10'.")
-  parser.add_argument("--image", default=None, help="Image file for the attention maps.")
-  parser.add_argument("--num_images", type=int, default=64,
-                      help="Eval images the measures average over.")
-  parser.add_argument("--which", default="params", choices=("params", "ema"),
-                      help="Raw or EMA weights of trainer checkpoints.")
-  parser.add_argument("--queries", default=None,
-                      help="Query patches 'r,c;r,c' (default: centre and quarter).")
-  parser.add_argument("--out_dir", default=None, help="Write here instead of the workdir.")
-  parser.add_argument("--no_history", action="store_true",
-                      help="Only the latest checkpoint, not every kept one.")
+    description='Attention locality report (nonlocality, attention distance, GPSA gates, '
+    'attention maps) of a run, converted weights or a fresh init.'
+  )
+  parser.add_argument(
+    '--workdir',
+    required=True,
+    help='Run directory (checkpoints + config.json); outputs are written here.',
+  )
+  parser.add_argument('--weights', default=None, help='Converted weights directory instead.')
+  parser.add_argument('--arch', default=None, help='Registered model name: analyse a fresh init.')
+  parser.add_argument(
+    '--overrides',
+    default=None,
+    help="ModelSpec overrides for --arch, e.g. 'image_size=32,num_classes=10'.",
+  )
+  parser.add_argument('--image', default=None, help='Image file for the attention maps.')
+  parser.add_argument(
+    '--num_images', type=int, default=64, help='Eval images the measures average over.'
+  )
+  parser.add_argument(
+    '--which',
+    default='params',
+    choices=('params', 'ema'),
+    help='Raw or EMA weights of trainer checkpoints.',
+  )
+  parser.add_argument(
+    '--queries', default=None, help="Query patches 'r,c;r,c' (default: centre and quarter)."
+  )
+  parser.add_argument('--out_dir', default=None, help='Write here instead of the workdir.')
+  parser.add_argument(
+    '--no_history', action='store_true', help='Only the latest checkpoint, not every kept one.'
+  )
   args = parser.parse_args(argv)
   if args.weights and args.arch:
-    parser.error("Pass --weights or --arch, not both.")
+    parser.error('Pass --weights or --arch, not both.')
   if args.overrides and not args.arch:
-    parser.error("--overrides applies to --arch only.")
-  logging.basicConfig(level=logging.INFO, format="%(message)s")
-  matplotlib.use("Agg")  # files only, no display needed
-  out = run_locality(None, args.workdir, weights_dir=args.weights, arch=args.arch,
-                     arch_overrides=sources.parse_overrides(args.overrides),
-                     image_path=args.image, num_images=args.num_images, which=args.which,
-                     queries=_parse_queries(args.queries), out_dir=args.out_dir,
-                     history=not args.no_history)
-  layers = out["measures"]["layers"]
-  print(f"Wrote {out['json']}")
+    parser.error('--overrides applies to --arch only.')
+  logging.basicConfig(level=logging.INFO, format='%(message)s')
+  matplotlib.use('Agg')  # files only, no display needed
+  out = run_locality(
+    None,
+    args.workdir,
+    weights_dir=args.weights,
+    arch=args.arch,
+    arch_overrides=sources.parse_overrides(args.overrides),
+    image_path=args.image,
+    num_images=args.num_images,
+    which=args.which,
+    queries=_parse_queries(args.queries),
+    out_dir=args.out_dir,
+    history=not args.no_history,
+  )
+  layers = out['measures']['layers']
+  print(f'Wrote {out["json"]}')
   for layer in layers:
-    extra = f"  gate {layer['gate_mean']:.3f}" if layer["kind"] == "gpsa" else ""
-    cls = ("" if layer["class_token_mass_mean"] is None
-           else f"  cls mass {layer['class_token_mass_mean']:.3f}")
-    print(f"  {layer['name']} ({layer['kind']}): nonlocality {layer['nonlocality_mean']:.3f} "
-          f"patches, distance {layer['attention_distance_px_mean']:.2f} px{cls}{extra}")
-  for path in out["figures"]:
-    print(f"Wrote {path}")
+    extra = f'  gate {layer["gate_mean"]:.3f}' if layer['kind'] == 'gpsa' else ''
+    cls = (
+      ''
+      if layer['class_token_mass_mean'] is None
+      else f'  cls mass {layer["class_token_mass_mean"]:.3f}'
+    )
+    print(
+      f'  {layer["name"]} ({layer["kind"]}): nonlocality {layer["nonlocality_mean"]:.3f} '
+      f'patches, distance {layer["attention_distance_px_mean"]:.2f} px{cls}{extra}'
+    )
+  for path in out['figures']:
+    print(f'Wrote {path}')
 
 
-if __name__ == "__main__":
+if __name__ == '__main__':
   main()

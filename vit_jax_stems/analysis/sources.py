@@ -25,8 +25,8 @@ import orbax.checkpoint as ocp
 
 from vit_jax_stems import models
 
-CHECKPOINTS_DIR = "checkpoints"
-CONFIG_JSON = "config.json"
+CHECKPOINTS_DIR = 'checkpoints'
+CONFIG_JSON = 'config.json'
 
 
 @dataclasses.dataclass
@@ -42,7 +42,7 @@ class Run:
 # ----------------------------------------------------------------------------- configs
 def _plain(config) -> dict:
   """A ConfigDict or dict as a plain nested dict."""
-  return config.to_dict() if hasattr(config, "to_dict") else dict(config)
+  return config.to_dict() if hasattr(config, 'to_dict') else dict(config)
 
 
 def read_run_config(workdir: str) -> dict:
@@ -50,8 +50,9 @@ def read_run_config(workdir: str) -> dict:
   path = os.path.join(workdir, CONFIG_JSON)
   if not os.path.isfile(path):
     raise FileNotFoundError(
-        f"No {CONFIG_JSON} in workdir {workdir!r}: it is not a training run directory. Pass "
-        "--config (main.py), or --weights DIR for converted weights, or --arch for a fresh init.")
+      f'No {CONFIG_JSON} in workdir {workdir!r}: it is not a training run directory. Pass '
+      '--config (main.py), or --weights DIR for converted weights, or --arch for a fresh init.'
+    )
   with open(path) as f:
     return json.load(f)
 
@@ -59,9 +60,9 @@ def read_run_config(workdir: str) -> dict:
 def model_from_config(config, num_classes: int, *, dtype=jnp.float32):
   """The module of a run: `config.model_name` with `config.model` overrides at data.image_size."""
   cfg = _plain(config)
-  overrides = dict(cfg.get("model") or {})
-  overrides["image_size"] = cfg["data"]["image_size"]
-  return models.create_model(cfg["model_name"], num_classes=num_classes, dtype=dtype, **overrides)
+  overrides = dict(cfg.get('model') or {})
+  overrides['image_size'] = cfg['data']['image_size']
+  return models.create_model(cfg['model_name'], num_classes=num_classes, dtype=dtype, **overrides)
 
 
 # ----------------------------------------------------------------------------- trainer checkpoints
@@ -70,8 +71,9 @@ def checkpoint_steps(workdir: str) -> list[int]:
   directory = os.path.join(workdir, CHECKPOINTS_DIR)
   if not os.path.isdir(directory):
     return []
-  manager = ocp.CheckpointManager(os.path.abspath(directory),
-                                  options=ocp.CheckpointManagerOptions(create=False))
+  manager = ocp.CheckpointManager(
+    os.path.abspath(directory), options=ocp.CheckpointManagerOptions(create=False)
+  )
   try:
     return sorted(int(s) for s in manager.all_steps())
   finally:
@@ -80,62 +82,73 @@ def checkpoint_steps(workdir: str) -> list[int]:
 
 def _saved_tree(step_dir: str) -> dict:
   """Shapes and dtypes of the saved state (orbax metadata; nothing is read)."""
-  absl_logger = logging.getLogger("absl")
+  absl_logger = logging.getLogger('absl')
   level = absl_logger.level
   absl_logger.setLevel(logging.ERROR)  # "Metadata file does not exist": the manager writes it
-  try:                                 # one level up; the item's tree metadata is all we need
-    metadata = ocp.StandardCheckpointer().metadata(os.path.join(step_dir, "default"))
+  try:  # one level up; the item's tree metadata is all we need
+    metadata = ocp.StandardCheckpointer().metadata(os.path.join(step_dir, 'default'))
   finally:
     absl_logger.setLevel(level)
   return metadata.item_metadata.tree
 
 
-def from_checkpoint(workdir: str, step: int | None = None, *, config=None,
-                    which: str = "params") -> Run:
+def from_checkpoint(
+  workdir: str, step: int | None = None, *, config=None, which: str = 'params'
+) -> Run:
   """The variables of one trainer checkpoint (default: the latest).
 
   `which`: 'params' (the raw weights) or 'ema' (the EMA copy that pycls evaluates; only in runs
   with config.ema.enabled). `config`: the run's config; default workdir/config.json.
   """
-  if which not in ("params", "ema"):
+  if which not in ('params', 'ema'):
     raise ValueError(f"which={which!r}: use 'params' or 'ema'.")
   steps = checkpoint_steps(workdir)
   if not steps:
-    raise FileNotFoundError(f"No checkpoints under {os.path.join(workdir, CHECKPOINTS_DIR)!r}.")
+    raise FileNotFoundError(f'No checkpoints under {os.path.join(workdir, CHECKPOINTS_DIR)!r}.')
   step = steps[-1] if step is None else int(step)
   if step not in steps:
-    raise ValueError(f"No checkpoint step {step} in {workdir!r}; steps: {steps}.")
+    raise ValueError(f'No checkpoint step {step} in {workdir!r}; steps: {steps}.')
   config = read_run_config(workdir) if config is None else config
   step_dir = os.path.join(os.path.abspath(workdir), CHECKPOINTS_DIR, str(step))
   saved = _saved_tree(step_dir)
-  source = saved if which == "params" else saved.get("ema")
+  source = saved if which == 'params' else saved.get('ema')
   if source is None:
-    raise ValueError(f"Checkpoint {step_dir} has no EMA weights (config.ema.enabled was off); "
-                     "use which='params'.")
+    raise ValueError(
+      f"Checkpoint {step_dir} has no EMA weights (config.ema.enabled was off); use which='params'."
+    )
 
   device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
   to_struct = lambda m: jax.ShapeDtypeStruct(tuple(m.shape), m.dtype, sharding=device)
-  target = {key: jax.tree_util.tree_map(to_struct, dict(source.get(key) or {}))
-            for key in ("params", "batch_stats")}
-  item = target if which == "params" else {"ema": target}
-  manager = ocp.CheckpointManager(os.path.dirname(step_dir),
-                                  options=ocp.CheckpointManagerOptions(create=False))
+  target = {
+    key: jax.tree_util.tree_map(to_struct, dict(source.get(key) or {}))
+    for key in ('params', 'batch_stats')
+  }
+  item = target if which == 'params' else {'ema': target}
+  manager = ocp.CheckpointManager(
+    os.path.dirname(step_dir), options=ocp.CheckpointManagerOptions(create=False)
+  )
   try:
-    restored = manager.restore(step, args=ocp.args.PyTreeRestore(
-        item=item, restore_args=ocp.checkpoint_utils.construct_restore_args(item),
-        partial_restore=True))
+    restored = manager.restore(
+      step,
+      args=ocp.args.PyTreeRestore(
+        item=item,
+        restore_args=ocp.checkpoint_utils.construct_restore_args(item),
+        partial_restore=True,
+      ),
+    )
   finally:
     manager.close()
-  restored = restored if which == "params" else restored["ema"]
-  variables = {"params": restored["params"]}
-  if restored.get("batch_stats"):
-    variables["batch_stats"] = restored["batch_stats"]
+  restored = restored if which == 'params' else restored['ema']
+  variables = {'params': restored['params']}
+  if restored.get('batch_stats'):
+    variables['batch_stats'] = restored['batch_stats']
 
-  num_classes = int(np.shape(variables["params"]["head"]["bias"])[0])
+  num_classes = int(np.shape(variables['params']['head']['bias'])[0])
   model = model_from_config(config, num_classes)
   from vit_jax_stems import weights  # pylint: disable=g-import-not-at-top
+
   weights.check_variables(model, variables)
-  return Run(model, variables, f"step {step} ({which})", step)
+  return Run(model, variables, f'step {step} ({which})', step)
 
 
 def init_of_run(config, num_classes: int) -> Run:
@@ -143,15 +156,16 @@ def init_of_run(config, num_classes: int) -> Run:
   params key = first half of split(PRNGKey(config.seed)))."""
   cfg = _plain(config)
   model = model_from_config(cfg, num_classes)
-  params_rng, _ = jax.random.split(jax.random.PRNGKey(int(cfg.get("seed", 0))))
+  params_rng, _ = jax.random.split(jax.random.PRNGKey(int(cfg.get('seed', 0))))
   variables = fresh_variables(model, params_rng)
-  return Run(model, variables, "step 0 (init)", 0)
+  return Run(model, variables, 'step 0 (init)', 0)
 
 
 # ----------------------------------------------------------------------------- other sources
 def from_weights(weights_dir: str) -> Run:
   """Converted weights (`python -m vit_jax_stems.convert`): a weights directory with model.json."""
   from vit_jax_stems import weights  # pylint: disable=g-import-not-at-top
+
   model, variables = weights.load_weights(weights_dir)
   return Run(model, variables, os.path.basename(os.path.normpath(weights_dir)))
 
@@ -160,7 +174,7 @@ def from_weights(weights_dir: str) -> Run:
 def _jitted_init(model):
   size = model.spec.image_size
   dummy = jnp.zeros((1, size, size, 3), jnp.float32)
-  return jax.jit(lambda k: model.init({"params": k}, dummy, train=False))
+  return jax.jit(lambda k: model.init({'params': k}, dummy, train=False))
 
 
 def fresh_variables(model, key) -> Any:
@@ -171,8 +185,9 @@ def fresh_variables(model, key) -> Any:
 def from_arch(arch: str, *, seed: int = 0, **overrides: Any) -> Run:
   """A freshly initialised `models.create_model(arch, **overrides)` (e.g. ConViT's local init)."""
   model = models.create_model(arch, **overrides)
-  return Run(model, fresh_variables(model, jax.random.PRNGKey(seed)), f"{arch} init (seed {seed})",
-             0)
+  return Run(
+    model, fresh_variables(model, jax.random.PRNGKey(seed)), f'{arch} init (seed {seed})', 0
+  )
 
 
 def parse_overrides(text: str | None) -> dict[str, Any]:
@@ -181,26 +196,25 @@ def parse_overrides(text: str | None) -> dict[str, Any]:
   if not text:
     return out
   for part in _split_top_level(text):
-    key, sep, value = part.partition("=")
+    key, sep, value = part.partition('=')
     if not sep:
-      raise ValueError(f"Override {part!r} in {text!r} must look like name=value.")
+      raise ValueError(f'Override {part!r} in {text!r} must look like name=value.')
     value = value.strip()
     try:
-      out[key.strip()] = json.loads(value.replace("(", "[").replace(")", "]"))
+      out[key.strip()] = json.loads(value.replace('(', '[').replace(')', ']'))
     except json.JSONDecodeError:
       out[key.strip()] = value
   return out
 
 
 def _split_top_level(text: str) -> list[str]:
-  parts, depth, current = [], 0, ""
+  parts, depth, current = [], 0, ''
   for ch in text:
-    depth += ch in "(["
-    depth -= ch in ")]"
-    if ch == "," and depth == 0:
+    depth += ch in '(['
+    depth -= ch in ')]'
+    if ch == ',' and depth == 0:
       parts.append(current)
-      current = ""
+      current = ''
     else:
       current += ch
   return [p for p in parts + [current] if p.strip()]
-

@@ -27,22 +27,22 @@ from vit_jax_stems.models.spec import ModelSpec
 class Case:
   label: str
   spec: ModelSpec
-  role: str = "model"  # 'model' | 'twin' (equal-GF patchify) | 'explicit' | 'plain'
+  role: str = 'model'  # 'model' | 'twin' (equal-GF patchify) | 'explicit' | 'plain'
   of: str | None = None  # label of the case this one is compared with
   return_attention: bool = False  # the explicit (weights-materialising) attention path
 
   @property
   def macs_per_image(self) -> int:
-    return models.complexity.count(self.spec)["flops"]
+    return models.complexity.count(self.spec)['flops']
 
 
 def parse_overrides(items: list[str]) -> dict:
   """['depth=2', 'stem_channels=(8,16,32)'] -> {'depth': 2, 'stem_channels': (8, 16, 32)}."""
   overrides = {}
   for item in items:
-    key, sep, value = item.partition("=")
+    key, sep, value = item.partition('=')
     if not sep or not key:
-      raise ValueError(f"--override {item!r}: write it as field=value, e.g. --override depth=2.")
+      raise ValueError(f'--override {item!r}: write it as field=value, e.g. --override depth=2.')
     try:
       overrides[key.strip()] = ast.literal_eval(value)
     except (ValueError, SyntaxError):
@@ -58,32 +58,36 @@ def model_spec(name: str, overrides: dict) -> ModelSpec:
   """
   base = models.get_spec(name)  # raises with the list of registered names
   usable = dict(overrides)
-  if base.stem == "patchify":
-    for key in ("stem_kernels", "stem_strides", "stem_channels"):
+  if base.stem == 'patchify':
+    for key in ('stem_kernels', 'stem_strides', 'stem_channels'):
       usable.pop(key, None)
-  if base.family == "pycls":
-    usable.pop("num_gpsa_layers", None)
+  if base.family == 'pycls':
+    usable.pop('num_gpsa_layers', None)
   return models.get_spec(name, **usable)
 
 
 def equal_gf_twin(spec: ModelSpec) -> ModelSpec:
   """The patchify model a conv-stem model is matched with in flops (P1: the stem ~ one block)."""
-  if spec.stem != "conv":
-    raise ValueError("equal_gf_twin is defined for conv-stem models only.")
-  return spec.replace(stem="patchify", stem_kernels=(), stem_strides=(), stem_channels=(),
-                      depth=spec.depth + 1,
-                      num_gpsa_layers=spec.num_gpsa_layers + (1 if spec.num_gpsa_layers else 0))
+  if spec.stem != 'conv':
+    raise ValueError('equal_gf_twin is defined for conv-stem models only.')
+  return spec.replace(
+    stem='patchify',
+    stem_kernels=(),
+    stem_strides=(),
+    stem_channels=(),
+    depth=spec.depth + 1,
+    num_gpsa_layers=spec.num_gpsa_layers + (1 if spec.num_gpsa_layers else 0),
+  )
 
 
 def plain_attention_twin(spec: ModelSpec) -> ModelSpec:
   """The same model with every block plain MHSA (see the module docstring)."""
   if not spec.num_gpsa_layers:
-    raise ValueError("plain_attention_twin needs a model with GPSA blocks.")
-  return spec.replace(family="pycls", num_gpsa_layers=0)
+    raise ValueError('plain_attention_twin needs a model with GPSA blocks.')
+  return spec.replace(family='pycls', num_gpsa_layers=0)
 
 
-def build_cases(names: list[str], overrides: dict, *, twins: bool, gpsa_study: bool
-                ) -> list[Case]:
+def build_cases(names: list[str], overrides: dict, *, twins: bool, gpsa_study: bool) -> list[Case]:
   """The rows of one run, validated before anything is traced. Duplicate specs run once."""
   cases: list[Case] = []
 
@@ -97,15 +101,23 @@ def build_cases(names: list[str], overrides: dict, *, twins: bool, gpsa_study: b
   for name in names:
     add(Case(name, model_spec(name, overrides)))
   for main in list(cases):
-    if twins and main.spec.stem == "conv":
+    if twins and main.spec.stem == 'conv':
       twin = equal_gf_twin(main.spec)
-      label = _registered_label(twin, overrides) or f"{main.label}[p-twin]"
-      add(Case(label, twin, role="twin", of=main.label))
+      label = _registered_label(twin, overrides) or f'{main.label}[p-twin]'
+      add(Case(label, twin, role='twin', of=main.label))
     if gpsa_study and main.spec.num_gpsa_layers:
-      add(Case(f"{main.label}[explicit]", main.spec, role="explicit", of=main.label,
-               return_attention=True))
-      add(Case(f"{main.label}[plain]", plain_attention_twin(main.spec), role="plain",
-               of=main.label))
+      add(
+        Case(
+          f'{main.label}[explicit]',
+          main.spec,
+          role='explicit',
+          of=main.label,
+          return_attention=True,
+        )
+      )
+      add(
+        Case(f'{main.label}[plain]', plain_attention_twin(main.spec), role='plain', of=main.label)
+      )
   return cases
 
 
@@ -123,6 +135,6 @@ def _registered_label(spec: ModelSpec, overrides: dict) -> str | None:
 def peer_spec(spec: ModelSpec) -> tuple[ModelSpec, str]:
   """(spec the timm peer mirrors, 'vit' | 'convit'). Conv stems have no timm peer: their
   equal-GF patchify twin's peer stands in (the ratio then compares equal-GF models)."""
-  if spec.stem == "conv":
+  if spec.stem == 'conv':
     spec = equal_gf_twin(spec)
-  return spec, ("convit" if spec.num_gpsa_layers else "vit")
+  return spec, ('convit' if spec.num_gpsa_layers else 'vit')

@@ -24,7 +24,7 @@ import optax
 from vit_jax_stems import models
 from vit_jax_stems.bench.cases import Case
 
-DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
 
 
 def bench_key(seed: int) -> jax.Array:
@@ -34,7 +34,7 @@ def bench_key(seed: int) -> jax.Array:
   compile one counter-hash per parameter: on CPU the jitted init of a 3-block model took 24 s to
   compile with threefry and 10 s with rbg (benchmarks/NOTES.md).
   """
-  return jax.random.key(seed, impl="rbg")
+  return jax.random.key(seed, impl='rbg')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,17 +43,23 @@ class Settings:
   steps: int
   repeats: int = 3
   warmup: int = 2
-  dtype: str = "float32"
-  attention: str = "xla"  # resolved: 'xla' | 'cudnn'
-  remat: str = "none"
+  dtype: str = 'float32'
+  attention: str = 'xla'  # resolved: 'xla' | 'cudnn'
+  remat: str = 'none'
   donate: bool = True
   seed: int = 0
 
 
 def make_optimizer() -> optax.GradientTransformation:
   """AdamW as both papers' recipes (betas 0.9/0.999, eps 1e-8), no decay on 1-D params."""
-  return optax.adamw(1e-3, b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.05,
-                     mask=lambda params: jax.tree.map(lambda p: p.ndim > 1, params))
+  return optax.adamw(
+    1e-3,
+    b1=0.9,
+    b2=0.999,
+    eps=1e-8,
+    weight_decay=0.05,
+    mask=lambda params: jax.tree.map(lambda p: p.ndim > 1, params),
+  )
 
 
 def synthetic_batch(batch_size: int, image_size: int, num_classes: int, seed: int = 0):
@@ -62,8 +68,10 @@ def synthetic_batch(batch_size: int, image_size: int, num_classes: int, seed: in
   @jax.jit
   def make(key):
     k_images, k_labels = jax.random.split(key)
-    return {"images": jax.random.normal(k_images, (batch_size, image_size, image_size, 3)),
-            "labels": jax.random.randint(k_labels, (batch_size,), 0, num_classes)}
+    return {
+      'images': jax.random.normal(k_images, (batch_size, image_size, image_size, 3)),
+      'labels': jax.random.randint(k_labels, (batch_size,), 0, num_classes),
+    }
 
   return make(bench_key(seed))
 
@@ -72,23 +80,33 @@ def make_train_step(model, tx, *, return_attention: bool):
   """step(state, batch) -> (state, loss); pure, for jax.jit with donate_argnums=(0,)."""
 
   def loss_fn(params, batch_stats, batch, rng):
-    variables = {"params": params}
+    variables = {'params': params}
     if batch_stats:
-      variables["batch_stats"] = batch_stats
+      variables['batch_stats'] = batch_stats
     (logits, _), updates = model.apply(
-        variables, batch["images"], train=True, return_attention=return_attention,
-        mutable=["batch_stats"], rngs={"dropout": rng})
-    loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch["labels"]).mean()
-    return loss, updates.get("batch_stats", {})
+      variables,
+      batch['images'],
+      train=True,
+      return_attention=return_attention,
+      mutable=['batch_stats'],
+      rngs={'dropout': rng},
+    )
+    loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch['labels']).mean()
+    return loss, updates.get('batch_stats', {})
 
   def step(state, batch):
-    rng = jax.random.fold_in(state["rng"], state["step"])
+    rng = jax.random.fold_in(state['rng'], state['step'])
     (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-        state["params"], state["batch_stats"], batch, rng)
-    updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
-    return {"step": state["step"] + 1, "rng": state["rng"],
-            "params": optax.apply_updates(state["params"], updates),
-            "batch_stats": batch_stats, "opt_state": opt_state}, loss
+      state['params'], state['batch_stats'], batch, rng
+    )
+    updates, opt_state = tx.update(grads, state['opt_state'], state['params'])
+    return {
+      'step': state['step'] + 1,
+      'rng': state['rng'],
+      'params': optax.apply_updates(state['params'], updates),
+      'batch_stats': batch_stats,
+      'opt_state': opt_state,
+    }, loss
 
   return step
 
@@ -97,6 +115,7 @@ def make_eval_step(model, *, return_attention: bool):
   def step(variables, images):
     logits, _ = model.apply(variables, images, train=False, return_attention=return_attention)
     return logits
+
   return step
 
 
@@ -107,18 +126,19 @@ def _memory(compiled) -> dict[str, int | None]:
   except Exception:  # pylint: disable=broad-except  # some backends do not implement it
     m = None
   if m is None:
-    return {"temp_bytes": None, "total_bytes": None}
-  total = (m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes
-           - m.alias_size_in_bytes)
-  return {"temp_bytes": int(m.temp_size_in_bytes), "total_bytes": int(total)}
+    return {'temp_bytes': None, 'total_bytes': None}
+  total = (
+    m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes - m.alias_size_in_bytes
+  )
+  return {'temp_bytes': int(m.temp_size_in_bytes), 'total_bytes': int(total)}
 
 
 def device_peak_bytes(device) -> int | None:
   """The allocator's peak since the process started (GPU/TPU); None where not reported (CPU)."""
-  stats = device.memory_stats() if hasattr(device, "memory_stats") else None
+  stats = device.memory_stats() if hasattr(device, 'memory_stats') else None
   if not stats:
     return None
-  return stats.get("peak_bytes_in_use")
+  return stats.get('peak_bytes_in_use')
 
 
 def _timed_windows(run_window, repeats: int) -> list[float]:
@@ -132,9 +152,9 @@ def _timed_windows(run_window, repeats: int) -> list[float]:
 
 def resolve_attention(requested: str, platform: str, dtype: str) -> str:
   """'auto' -> what the models would pick (models.default_attention_impl), spelled out."""
-  if requested != "auto":
+  if requested != 'auto':
     return requested
-  return models.default_attention_impl(platform, DTYPES[dtype]) or "xla"
+  return models.default_attention_impl(platform, DTYPES[dtype]) or 'xla'
 
 
 def _lower_and_compile(build, args, attention: str, row: dict):
@@ -151,12 +171,13 @@ def _lower_and_compile(build, args, attention: str, row: dict):
     compiled = lowered.compile()
     return compiled, (lower_s, time.perf_counter() - start), attention
   except Exception as e:  # pylint: disable=broad-except
-    if attention == "xla":
+    if attention == 'xla':
       raise
-    row.setdefault("notes", []).append(
-        f"attention={attention} failed ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
-        "fell back to xla")
-    return _lower_and_compile(build, args, "xla", row)
+    row.setdefault('notes', []).append(
+      f'attention={attention} failed ({type(e).__name__}: {str(e).splitlines()[0][:200]}); '
+      'fell back to xla'
+    )
+    return _lower_and_compile(build, args, 'xla', row)
 
 
 def run_case(case: Case, settings: Settings) -> dict[str, Any]:
@@ -171,43 +192,63 @@ def run_case(case: Case, settings: Settings) -> dict[str, Any]:
   @jax.jit
   def init(key):
     params_key, rng = jax.random.split(key)
-    variables = model.init({"params": params_key},
-                           jnp.zeros((1, spec.image_size, spec.image_size, 3)), train=False)
-    params = variables["params"]
-    return {"step": jnp.zeros((), jnp.int32), "rng": rng, "params": params,
-            "batch_stats": variables.get("batch_stats", {}), "opt_state": tx.init(params)}
+    variables = model.init(
+      {'params': params_key}, jnp.zeros((1, spec.image_size, spec.image_size, 3)), train=False
+    )
+    params = variables['params']
+    return {
+      'step': jnp.zeros((), jnp.int32),
+      'rng': rng,
+      'params': params,
+      'batch_stats': variables.get('batch_stats', {}),
+      'opt_state': tx.init(params),
+    }
 
   state = init(bench_key(s.seed))
-  eval_variables = {"params": state["params"]}
-  if state["batch_stats"]:
-    eval_variables["batch_stats"] = state["batch_stats"]
+  eval_variables = {'params': state['params']}
+  if state['batch_stats']:
+    eval_variables['batch_stats'] = state['batch_stats']
   # A copy for inference: the train state's buffers are donated to the first train step.
   eval_variables = jax.tree.map(jnp.copy, eval_variables)
 
-  row: dict[str, Any] = {"case": case.label, "role": case.role, "of": case.of,
-                         "spec": spec.to_dict(), "batch_size": s.batch_size, "dtype": s.dtype,
-                         "attention": s.attention, "remat": s.remat, "donate": s.donate,
-                         "explicit_attention": case.return_attention,
-                         "macs_per_image": case.macs_per_image}
+  row: dict[str, Any] = {
+    'case': case.label,
+    'role': case.role,
+    'of': case.of,
+    'spec': spec.to_dict(),
+    'batch_size': s.batch_size,
+    'dtype': s.dtype,
+    'attention': s.attention,
+    'remat': s.remat,
+    'donate': s.donate,
+    'explicit_attention': case.return_attention,
+    'macs_per_image': case.macs_per_image,
+  }
 
   # ---- train step: lower (trace) and compile timed separately
   def model_with(attention, remat):
-    return models.VisionTransformer(spec, dtype=DTYPES[s.dtype], attention_impl=attention,
-                                    remat_policy=None if remat == "none" else remat)
+    return models.VisionTransformer(
+      spec,
+      dtype=DTYPES[s.dtype],
+      attention_impl=attention,
+      remat_policy=None if remat == 'none' else remat,
+    )
 
   def train_step(attention):
-    return jax.jit(make_train_step(model_with(attention, s.remat), tx,
-                                   return_attention=case.return_attention),
-                   donate_argnums=(0,) if s.donate else ())
+    return jax.jit(
+      make_train_step(model_with(attention, s.remat), tx, return_attention=case.return_attention),
+      donate_argnums=(0,) if s.donate else (),
+    )
 
   def eval_step(attention):
-    return jax.jit(make_eval_step(model_with(attention, "none"),
-                                  return_attention=case.return_attention))
+    return jax.jit(
+      make_eval_step(model_with(attention, 'none'), return_attention=case.return_attention)
+    )
 
   compiled, timings, attention = _lower_and_compile(train_step, (state, batch), s.attention, row)
-  row["attention"] = attention
-  row["train_lower_s"], row["train_compile_s"] = timings
-  row.update({f"train_{k}": v for k, v in _memory(compiled).items()})
+  row['attention'] = attention
+  row['train_lower_s'], row['train_compile_s'] = timings
+  row.update({f'train_{k}': v for k, v in _memory(compiled).items()})
 
   for _ in range(s.warmup):
     state, _ = compiled(state, batch)
@@ -221,31 +262,32 @@ def run_case(case: Case, settings: Settings) -> dict[str, Any]:
     return state, loss
 
   windows = _timed_windows(train_window, s.repeats)
-  row["train_window_s"] = windows
-  row["train_step_s"] = statistics.median(windows) / s.steps
-  row["train_images_per_s"] = s.batch_size / row["train_step_s"]
+  row['train_window_s'] = windows
+  row['train_step_s'] = statistics.median(windows) / s.steps
+  row['train_images_per_s'] = s.batch_size / row['train_step_s']
 
   # ---- inference step
-  eval_compiled, timings, _ = _lower_and_compile(eval_step, (eval_variables, batch["images"]),
-                                                 attention, row)
-  row["infer_lower_s"], row["infer_compile_s"] = timings
-  row.update({f"infer_{k}": v for k, v in _memory(eval_compiled).items()})
+  eval_compiled, timings, _ = _lower_and_compile(
+    eval_step, (eval_variables, batch['images']), attention, row
+  )
+  row['infer_lower_s'], row['infer_compile_s'] = timings
+  row.update({f'infer_{k}': v for k, v in _memory(eval_compiled).items()})
   for _ in range(s.warmup):
-    jax.block_until_ready(eval_compiled(eval_variables, batch["images"]))
+    jax.block_until_ready(eval_compiled(eval_variables, batch['images']))
 
   def infer_window():
     out = None
     for _ in range(s.steps):
-      out = eval_compiled(eval_variables, batch["images"])
+      out = eval_compiled(eval_variables, batch['images'])
     return out
 
   windows = _timed_windows(infer_window, s.repeats)
-  row["infer_window_s"] = windows
-  row["infer_step_s"] = statistics.median(windows) / s.steps
-  row["infer_images_per_s"] = s.batch_size / row["infer_step_s"]
+  row['infer_window_s'] = windows
+  row['infer_step_s'] = statistics.median(windows) / s.steps
+  row['infer_images_per_s'] = s.batch_size / row['infer_step_s']
 
   # After timing: one host read of the last loss, a sanity check that the steps really trained.
   _, last_loss = compiled(state, batch)
-  row["final_loss"] = float(last_loss)
-  row["device_peak_bytes"] = device_peak_bytes(device)
+  row['final_loss'] = float(last_loss)
+  row['device_peak_bytes'] = device_peak_bytes(device)
   return row

@@ -9,6 +9,7 @@ exact multi-host evaluation, and the embedded `mnist5k` dataset (registered with
 
 This package imports TensorFlow; model and train-step code must not import it.
 """
+
 import tensorflow as tf
 
 # The input pipeline runs on the host CPU; keep TensorFlow off any accelerator that JAX owns.
@@ -19,20 +20,44 @@ except (RuntimeError, ValueError):  # already initialised
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
 from vit_jax_stems.data import mnist5k  # registers the 'mnist5k' TFDS builder
-from vit_jax_stems.data.config import default_config, paper_recipe_config, IMAGENET_MEAN, IMAGENET_STD
+from vit_jax_stems.data.config import (
+  IMAGENET_MEAN,
+  IMAGENET_STD,
+  default_config,
+  paper_recipe_config,
+)
 from vit_jax_stems.data.datasets import DatasetInfo, DatasetNotReadyError, get_dataset_info
-from vit_jax_stems.data.pipeline import (EvalIterator, TrainIterator, make_eval_dataset, make_eval_iterator,
-                                         make_train_dataset, make_train_iterator)
+from vit_jax_stems.data.pipeline import (
+  EvalIterator,
+  TrainIterator,
+  make_eval_dataset,
+  make_eval_iterator,
+  make_train_dataset,
+  make_train_iterator,
+)
 
 
 def make_global_batch(batch, mesh, axis='data'):
   """See global_batch.make_global_batch (imported lazily: jax is not needed to build the pipeline)."""
   from vit_jax_stems.data import global_batch
+
   return global_batch.make_global_batch(batch, mesh, axis)
 
 
 __all__ = [
-    'DatasetInfo', 'DatasetNotReadyError', 'EvalIterator', 'IMAGENET_MEAN', 'IMAGENET_STD', 'TrainIterator',
-    'default_config', 'get_dataset_info', 'make_eval_dataset', 'make_eval_iterator', 'make_global_batch',
-    'make_train_dataset', 'make_train_iterator', 'mnist5k', 'paper_recipe_config',
+  'IMAGENET_MEAN',
+  'IMAGENET_STD',
+  'DatasetInfo',
+  'DatasetNotReadyError',
+  'EvalIterator',
+  'TrainIterator',
+  'default_config',
+  'get_dataset_info',
+  'make_eval_dataset',
+  'make_eval_iterator',
+  'make_global_batch',
+  'make_train_dataset',
+  'make_train_iterator',
+  'mnist5k',
+  'paper_recipe_config',
 ]

@@ -5,6 +5,7 @@
 P1 = "Early Convolutions Help Transformers See Better" (pycls, vitconfigs branch),
 P2 = ConViT (DeiT recipe, facebookresearch/convit `main.py` defaults on top of timm).
 """
+
 import ml_collections
 
 # ImageNet RGB mean/std on the [0, 1] scale. Source: pycls `pycls/datasets/imagenet.py` (_MEAN, _STD, from
@@ -15,7 +16,8 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 def default_augment_config() -> ml_collections.ConfigDict:
   """Per-example and per-batch training augmentations; every piece can be switched off."""
-  return ml_collections.ConfigDict(dict(
+  return ml_collections.ConfigDict(
+    dict(
       # Inception-style random resized crop, decoded fused with the crop for JPEGs
       # (area and aspect as fractions of the source image; P1 and P2 both use 0.08-1 and 3/4-4/3).
       random_resized_crop=True,
@@ -23,17 +25,17 @@ def default_augment_config() -> ml_collections.ConfigDict:
       area_max=1.0,
       aspect_min=3 / 4,
       aspect_max=4 / 3,
-      flip=True,                  # horizontal flip with probability 1/2
-      autoaugment=False,          # pycls AutoAugment "policy v0" (P1)
-      randaugment=None,           # None or a timm string such as 'rand-m9-mstd0.5-inc1' (P2)
+      flip=True,  # horizontal flip with probability 1/2
+      autoaugment=False,  # pycls AutoAugment "policy v0" (P1)
+      randaugment=None,  # None or a timm string such as 'rand-m9-mstd0.5-inc1' (P2)
       # Colour that the geometric AutoAugment/RandAugment ops fill with, 0-255 RGB. None: pycls's
       # (128, 128, 128) for AutoAugment, round(255 * mean) for RandAugment as DeiT passes it to timm.
       augment_fill=None,
-      pca_lighting_std=0.0,       # AlexNet PCA lighting noise std (pycls TRAIN.PCA_STD; P1 uses 0.1)
-      random_erasing_prob=0.0,    # timm RandomErasing, mode 'pixel', one box (P2 uses 0.25)
+      pca_lighting_std=0.0,  # AlexNet PCA lighting noise std (pycls TRAIN.PCA_STD; P1 uses 0.1)
+      random_erasing_prob=0.0,  # timm RandomErasing, mode 'pixel', one box (P2 uses 0.25)
       mixup_alpha=0.0,
       cutmix_alpha=0.0,
-      mix_switch_prob=0.5,        # probability of CutMix when both alphas > 0 (timm `switch_prob`)
+      mix_switch_prob=0.5,  # probability of CutMix when both alphas > 0 (timm `switch_prob`)
       # Examples that share one mixup/CutMix draw and pair up (the references' per-GPU batch); must
       # divide the per-step batch. Recipes set their reference's value.
       mix_group_size=64,
@@ -41,30 +43,33 @@ def default_augment_config() -> ml_collections.ConfigDict:
       # Repeated augmentation (DeiT RASampler): each example appears this many times in a row with
       # different augmentations, the epoch keeps its length. 1 = off; P2 uses 3.
       repeated_augmentation=1,
-  ))
+    )
+  )
 
 
 def default_config() -> ml_collections.ConfigDict:
   """Defaults for the embedded 28x28 `mnist5k` digits, upscaled to 32x32: trains on a CPU in minutes."""
-  config = ml_collections.ConfigDict(dict(
-      name='mnist5k',             # any TFDS image classification dataset name, e.g. 'imagenet2012'
-      data_dir=None,              # None: $TFDS_DATA_DIR or ~/tensorflow_datasets; gs:// paths work
-      manual_dir=None,            # imagenet2012 only; None: <data_dir>/downloads/manual
+  config = ml_collections.ConfigDict(
+    dict(
+      name='mnist5k',  # any TFDS image classification dataset name, e.g. 'imagenet2012'
+      data_dir=None,  # None: $TFDS_DATA_DIR or ~/tensorflow_datasets; gs:// paths work
+      manual_dir=None,  # imagenet2012 only; None: <data_dir>/downloads/manual
       train_split='train',
       eval_split='test',
       image_key='image',
       label_key='label',
       image_size=32,
-      crop_pct=0.875,             # eval: resize shorter side to image_size / crop_pct, then centre crop
-      interpolation='bilinear',   # 'bilinear' | 'bicubic' (resizes; AutoAugment warps are always bilinear)
-      antialias=True,             # antialiased downscaling, as PIL (timm); pycls's cv2 resize does not
+      crop_pct=0.875,  # eval: resize shorter side to image_size / crop_pct, then centre crop
+      interpolation='bilinear',  # 'bilinear' | 'bicubic' (resizes; AutoAugment warps are always bilinear)
+      antialias=True,  # antialiased downscaling, as PIL (timm); pycls's cv2 resize does not
       mean=IMAGENET_MEAN,
       std=IMAGENET_STD,
-      shuffle_buffer=10_000,      # examples (still JPEG bytes) in the per-epoch shuffle buffer
-      cache=False,                # keep the encoded records in RAM after the first epoch
-      prefetch=2,                 # batches prepared ahead on the host
+      shuffle_buffer=10_000,  # examples (still JPEG bytes) in the per-epoch shuffle buffer
+      cache=False,  # keep the encoded records in RAM after the first epoch
+      prefetch=2,  # batches prepared ahead on the host
       augment=default_augment_config(),
-  ))
+    )
+  )
   # Digits: mirrored digits are other symbols and a tight crop cuts strokes away.
   config.augment.flip = False
   config.augment.area_min = 0.6
@@ -79,8 +84,8 @@ def paper_recipe_config(recipe: str) -> ml_collections.ConfigDict:
   config.train_split = 'train'
   config.eval_split = 'validation'
   config.image_size = 224
-  config.crop_pct = 224 / 256       # both papers: resize 256, centre crop 224
-  config.shuffle_buffer = 32_768    # ~3.6 GB of ImageNet JPEG bytes per host
+  config.crop_pct = 224 / 256  # both papers: resize 256, centre crop 224
+  config.shuffle_buffer = 32_768  # ~3.6 GB of ImageNet JPEG bytes per host
   aug = default_augment_config()
   aug.area_min, aug.area_max = 0.08, 1.0
   aug.aspect_min, aug.aspect_max = 3 / 4, 4 / 3
@@ -106,7 +111,7 @@ def paper_recipe_config(recipe: str) -> ml_collections.ConfigDict:
     aug.randaugment = 'rand-m9-mstd0.5-inc1'
     aug.random_erasing_prob = 0.25
     aug.repeated_augmentation = 3
-    aug.mix_group_size = 64       # convit main.py --batch-size 64 per GPU (timm Mixup per GPU batch)
+    aug.mix_group_size = 64  # convit main.py --batch-size 64 per GPU (timm Mixup per GPU batch)
   else:
     raise ValueError(f"Unknown recipe {recipe!r}: use 'vitc' (P1, pycls) or 'convit' (P2, DeiT).")
   config.augment = aug

@@ -7,6 +7,7 @@ output needs is decompressed; other encodings (PNG in mnist5k) are decoded whole
 bottom row, so the window saves little of it; the savings here are in resampling (antialiased
 resizes in two row passes, antialiased eval computing only the centre crop's pixels).
 """
+
 import tensorflow as tf
 
 # tf.raw_ops.ScaleAndTranslate kernel and its radius in output-scale pixels for each method: the op
@@ -55,8 +56,13 @@ def scale_and_translate(image: tf.Tensor, size, scale, translation, method: str)
   def resample_rows(x, rows, row_scale, row_translation):
     in_rows, cols = tf.shape(x)[0], tf.shape(x)[1]
     x = tf.raw_ops.ScaleAndTranslate(
-        images=tf.reshape(x, [1, in_rows, 1, -1]), size=tf.stack([rows, 1]), scale=tf.stack([row_scale, 1.0]),
-        translation=tf.stack([row_translation, 0.0]), kernel_type=kernel, antialias=True)
+      images=tf.reshape(x, [1, in_rows, 1, -1]),
+      size=tf.stack([rows, 1]),
+      scale=tf.stack([row_scale, 1.0]),
+      translation=tf.stack([row_translation, 0.0]),
+      kernel_type=kernel,
+      antialias=True,
+    )
     return tf.reshape(x, [rows, cols, -1])
 
   x = resample_rows(image, size[0], scale[0], translation[0])
@@ -83,6 +89,7 @@ def decode_window(encoded: tf.Tensor, window_fn):
   decompressed; other encodings are decoded once, whole, and sliced. window_fn must give the same
   window for the same shape (it runs in either branch).
   """
+
   def jpeg():
     shape = tf.image.extract_jpeg_shape(encoded)[:2]
     window = window_fn(shape)
@@ -92,14 +99,27 @@ def decode_window(encoded: tf.Tensor, window_fn):
     image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
     shape = tf.shape(image)[:2]
     window = window_fn(shape)
-    return image[window[0]:window[0] + window[2], window[1]:window[1] + window[3]], window, shape
+    return (
+      image[window[0] : window[0] + window[2], window[1] : window[1] + window[3]],
+      window,
+      shape,
+    )
 
   image, window, shape = tf.cond(tf.io.is_jpeg(encoded), jpeg, generic)
   return tf.ensure_shape(image, [None, None, 3]), window, shape
 
 
-def decode_random_resized_crop(encoded, seed, *, size: int, area_range, aspect_range,
-                               method: str, antialias: bool, random_crop: bool = True) -> tf.Tensor:
+def decode_random_resized_crop(
+  encoded,
+  seed,
+  *,
+  size: int,
+  area_range,
+  aspect_range,
+  method: str,
+  antialias: bool,
+  random_crop: bool = True,
+) -> tf.Tensor:
   """Inception-style crop (random area fraction and aspect ratio), resized to size x size uint8.
 
   The window comes from tf.image.stateless_sample_distorted_bounding_box with 10 attempts; when none
@@ -112,13 +132,21 @@ def decode_random_resized_crop(encoded, seed, *, size: int, area_range, aspect_r
     if not random_crop:
       return tf.stack([0, 0, shape[0], shape[1]])
     begin, crop_size, _ = tf.image.stateless_sample_distorted_bounding_box(
-        tf.concat([shape, [3]], axis=0), bounding_boxes=tf.zeros([1, 0, 4]), seed=seed,
-        min_object_covered=0.0, aspect_ratio_range=aspect_range, area_range=area_range,
-        max_attempts=10, use_image_if_no_bounding_boxes=True)
+      tf.concat([shape, [3]], axis=0),
+      bounding_boxes=tf.zeros([1, 0, 4]),
+      seed=seed,
+      min_object_covered=0.0,
+      aspect_ratio_range=aspect_range,
+      area_range=area_range,
+      max_attempts=10,
+      use_image_if_no_bounding_boxes=True,
+    )
     return tf.stack([begin[0], begin[1], crop_size[0], crop_size[1]])
 
   crop, _, _ = decode_window(encoded, window_fn)
-  return tf.ensure_shape(to_uint8(resize(crop, [size, size], method, antialias), method), [size, size, 3])
+  return tf.ensure_shape(
+    to_uint8(resize(crop, [size, size], method, antialias), method), [size, size, 3]
+  )
 
 
 def eval_geometry(height, width, size: int, crop_pct: float):
@@ -144,7 +172,9 @@ def eval_geometry(height, width, size: int, crop_pct: float):
   return (new_h, new_w), ((new_h - size + 1) // 2, (new_w - size + 1) // 2)
 
 
-def decode_resize_center_crop(encoded, *, size: int, crop_pct: float, method: str, antialias: bool) -> tf.Tensor:
+def decode_resize_center_crop(
+  encoded, *, size: int, crop_pct: float, method: str, antialias: bool
+) -> tf.Tensor:
   """Eval preprocessing: resize the shorter side to size / crop_pct, centre crop size x size, uint8.
 
   Defined as tf.image.resize of the whole image, rounded to uint8 levels as a PIL/cv2 uint8 pipeline
@@ -159,10 +189,16 @@ def decode_resize_center_crop(encoded, *, size: int, crop_pct: float, method: st
   _check_method(method)
   if antialias:
     return _antialiased_center_crop(encoded, size, crop_pct, method)
-  image = tf.ensure_shape(tf.io.decode_image(encoded, channels=3, expand_animations=False), [None, None, 3])
-  (new_h, new_w), (top, left) = eval_geometry(tf.shape(image)[0], tf.shape(image)[1], size, crop_pct)
+  image = tf.ensure_shape(
+    tf.io.decode_image(encoded, channels=3, expand_animations=False), [None, None, 3]
+  )
+  (new_h, new_w), (top, left) = eval_geometry(
+    tf.shape(image)[0], tf.shape(image)[1], size, crop_pct
+  )
   resized = resize(image, tf.stack([new_h, new_w]), method, antialias=False)
-  return tf.ensure_shape(to_uint8(resized[top:top + size, left:left + size], method), [size, size, 3])
+  return tf.ensure_shape(
+    to_uint8(resized[top : top + size, left : left + size], method), [size, size, 3]
+  )
 
 
 def _antialiased_center_crop(encoded, size: int, crop_pct: float, method: str) -> tf.Tensor:
@@ -178,13 +214,15 @@ def _antialiased_center_crop(encoded, size: int, crop_pct: float, method: str) -
 
   def scale_and_offset(shape):
     (new_h, new_w), (top, left) = eval_geometry(shape[0], shape[1], size, crop_pct)
-    scale = tf.cast(tf.stack([new_h, new_w]), tf.float32) / tf.cast(shape, tf.float32)  # as tf.image.resize
+    scale = tf.cast(tf.stack([new_h, new_w]), tf.float32) / tf.cast(
+      shape, tf.float32
+    )  # as tf.image.resize
     return scale, tf.cast(tf.stack([top, left]), tf.float32)
 
   def window_fn(shape):
     scale, offset = scale_and_offset(shape)
     support = radius * tf.maximum(1.0 / scale, 1.0)
-    first = (offset + 0.5) / scale - support - 0.5   # lowest source index the kernel may touch
+    first = (offset + 0.5) / scale - support - 0.5  # lowest source index the kernel may touch
     last = (offset + size - 0.5) / scale + support - 0.5
     start = tf.maximum(tf.cast(tf.floor(first), tf.int32) - _JPEG_WINDOW_MARGIN, 0)
     stop = tf.minimum(tf.cast(tf.math.ceil(last), tf.int32) + 1 + _JPEG_WINDOW_MARGIN, shape)
@@ -193,5 +231,7 @@ def _antialiased_center_crop(encoded, size: int, crop_pct: float, method: str) -
   image, window, shape = decode_window(encoded, window_fn)
   scale, offset = scale_and_offset(shape)
   translation = tf.cast(window[:2], tf.float32) * scale - offset
-  return tf.ensure_shape(to_uint8(scale_and_translate(image, [size, size], scale, translation, method), method),
-                         [size, size, 3])
+  return tf.ensure_shape(
+    to_uint8(scale_and_translate(image, [size, size], scale, translation, method), method),
+    [size, size, 3],
+  )

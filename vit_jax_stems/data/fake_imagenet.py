@@ -7,13 +7,14 @@ Same structure as the real download, so TFDS's own `imagenet2012` builder prepar
 Images are about ImageNet's size (500x375 by default) and JPEG quality 90, with content at several
 scales so that they compress (and decode) like photos rather than like flat colour or pure noise.
 """
+
 import io
 import os
 import tarfile
 
 import numpy as np
-from PIL import Image
 import tensorflow_datasets as tfds
+from PIL import Image
 
 
 def _tfds_lines(name: str) -> list[str]:
@@ -21,14 +22,20 @@ def _tfds_lines(name: str) -> list[str]:
     return f.read().strip().splitlines()
 
 
-def synthetic_photo(rng: np.random.RandomState, width: int, height: int, class_index: int) -> np.ndarray:
+def synthetic_photo(
+  rng: np.random.RandomState, width: int, height: int, class_index: int
+) -> np.ndarray:
   """uint8 (height, width, 3): class-tinted smooth blobs plus edges and fine texture."""
   image = np.zeros((height, width, 3), np.float32)
   for cells, amplitude in ((3, 90.0), (12, 45.0), (48, 25.0)):
     coarse = rng.uniform(-1, 1, (cells, max(2, cells * width // height), 3)).astype(np.float32)
-    layer = Image.fromarray(((coarse + 1) * 127.5).astype(np.uint8)).resize((width, height), Image.BICUBIC)
+    layer = Image.fromarray(((coarse + 1) * 127.5).astype(np.uint8)).resize(
+      (width, height), Image.BICUBIC
+    )
     image += (np.asarray(layer, np.float32) / 127.5 - 1) * amplitude
-  tint = np.array([(class_index * 97) % 256, (class_index * 57 + 80) % 256, (class_index * 31 + 160) % 256])
+  tint = np.array(
+    [(class_index * 97) % 256, (class_index * 57 + 80) % 256, (class_index * 31 + 160) % 256]
+  )
   image += tint * 0.5 + 64 + rng.normal(0, 12, image.shape)
   return np.clip(image, 0, 255).astype(np.uint8)
 
@@ -45,10 +52,19 @@ def _add(tar: tarfile.TarFile, name: str, payload: bytes):
   tar.addfile(info, io.BytesIO(payload))
 
 
-def write_manual_dir(manual_dir: str, *, num_classes: int = 3, train_per_class: int = 4, num_val: int = 6,
-                     size: tuple[int, int] = (500, 375), quality: int = 90, seed: int = 0,
-                     corrupt_train: tuple[int, ...] = (), corrupt_val: tuple[int, ...] = (),
-                     num_train: int | None = None) -> dict:
+def write_manual_dir(
+  manual_dir: str,
+  *,
+  num_classes: int = 3,
+  train_per_class: int = 4,
+  num_val: int = 6,
+  size: tuple[int, int] = (500, 375),
+  quality: int = 90,
+  seed: int = 0,
+  corrupt_train: tuple[int, ...] = (),
+  corrupt_val: tuple[int, ...] = (),
+  num_train: int | None = None,
+) -> dict:
   """Writes the two tars; returns {'train': {file_name: label}, 'validation': {file_name: label}}.
 
   Labels are indices into TFDS's labels.txt (the ClassLabel order). Train classes are those of the
@@ -61,14 +77,16 @@ def write_manual_dir(manual_dir: str, *, num_classes: int = 3, train_per_class: 
   wnids = _tfds_lines('labels.txt')
   val_wnids = _tfds_lines('validation_labels.txt')[:num_val]
   classes = sorted(set(val_wnids))
-  classes += [w for w in wnids if w not in classes][:max(0, num_classes - len(classes))]
+  classes += [w for w in wnids if w not in classes][: max(0, num_classes - len(classes))]
   if num_train is not None:
     train_per_class = max(1, -(-num_train // len(classes)))
 
   def image_for(wnid: str, index: int, truncate: bool) -> bytes:
-    width, height = size if rng.rand() < 0.75 else size[::-1]  # some portrait images, as in ImageNet
+    width, height = (
+      size if rng.rand() < 0.75 else size[::-1]
+    )  # some portrait images, as in ImageNet
     payload = jpeg_bytes(synthetic_photo(rng, width, height, wnids.index(wnid)), quality)
-    return payload[:len(payload) // 2] if truncate else payload
+    return payload[: len(payload) // 2] if truncate else payload
 
   labels = {'train': {}, 'validation': {}}
   counter = 0

@@ -1,9 +1,12 @@
 """Per-process numpy batches -> global jax.Arrays sharded over the batch axis of a mesh."""
+
 import jax
 import numpy as np
 
 
-def make_global_batch(batch: dict[str, np.ndarray], mesh: jax.sharding.Mesh, axis='data') -> dict[str, jax.Array]:
+def make_global_batch(
+  batch: dict[str, np.ndarray], mesh: jax.sharding.Mesh, axis='data'
+) -> dict[str, jax.Array]:
   """Assembles each process's batch into one global array per key, split over `axis` of the mesh.
 
   The global batch is the concatenation of the process batches in process order, which is how

@@ -23,20 +23,38 @@ interpolate in float32, which moves a value by one level where PIL's double resu
 of an integer (a few % of values for "round" shears or translations, ~1 in 5,000 for rotations).
 timm/DeiT RandAugment also picks bicubic for geometric ops; these are bilinear, as in pycls.
 """
+
 import math
 
 import tensorflow as tf
 
 # Ops of `apply`, by index. 'identity' is 0 so that a not-applied op can be expressed as op 0.
-OPS = ('identity', 'auto_contrast', 'equalize', 'invert', 'posterize', 'solarize', 'solarize_add',
-       'color', 'contrast', 'brightness', 'sharpness', 'rotate', 'shear_x', 'shear_y', 'translate_x',
-       'translate_y')
+OPS = (
+  'identity',
+  'auto_contrast',
+  'equalize',
+  'invert',
+  'posterize',
+  'solarize',
+  'solarize_add',
+  'color',
+  'contrast',
+  'brightness',
+  'sharpness',
+  'rotate',
+  'shear_x',
+  'shear_y',
+  'translate_x',
+  'translate_y',
+)
 _OP = {name: i for i, name in enumerate(OPS)}
 _GEOMETRIC = ('rotate', 'shear_x', 'shear_y', 'translate_x', 'translate_y')
 
 # Branches of `apply`: all geometric ops share one.
-_BRANCHES = OPS[:OPS.index('rotate')] + ('warp',)
-_BRANCH_OF_OP = tf.constant([_BRANCHES.index('warp' if n in _GEOMETRIC else n) for n in OPS], tf.int32)
+_BRANCHES = OPS[: OPS.index('rotate')] + ('warp',)
+_BRANCH_OF_OP = tf.constant(
+  [_BRANCHES.index('warp' if n in _GEOMETRIC else n) for n in OPS], tf.int32
+)
 
 
 def apply(image: tf.Tensor, op, arg, fill=(128, 128, 128)) -> tf.Tensor:
@@ -53,25 +71,28 @@ def apply(image: tf.Tensor, op, arg, fill=(128, 128, 128)) -> tf.Tensor:
   arg = tf.cast(arg, tf.float64) if tf.is_tensor(arg) else tf.constant(arg, tf.float64)
   # Each branch is one or two nodes: TF walks every node of the untaken branches on every call.
   branches = {
-      'identity': lambda: image,
-      'auto_contrast': lambda: _auto_contrast_kernel(
-          image, tf.reduce_min(image, axis=[0, 1]), tf.reduce_max(image, axis=[0, 1])),
-      'equalize': lambda: _lut_kernel(image, _equalize_lut_kernel(_histograms(image))),
-      'invert': lambda: tf.bitwise.invert(image),
-      'posterize': lambda: _posterize(image, arg),  # two bitwise TF ops beat an XLA launch
-      'solarize': lambda: _solarize_kernel(image, arg),
-      'solarize_add': lambda: _solarize_add_kernel(image, arg),
-      'color': lambda: _color_kernel(image, arg),
-      'contrast': lambda: _contrast_kernel(image, arg),
-      'brightness': lambda: _brightness_kernel(image, arg),
-      'sharpness': lambda: _sharpness_kernel(image, arg),
-      'warp': lambda: _warp_kernel(image, *_sample_vectors_kernel(image, op, arg),
-                                   tf.cast(tf.reshape(fill, [3]), tf.float32)),
+    'identity': lambda: image,
+    'auto_contrast': lambda: _auto_contrast_kernel(
+      image, tf.reduce_min(image, axis=[0, 1]), tf.reduce_max(image, axis=[0, 1])
+    ),
+    'equalize': lambda: _lut_kernel(image, _equalize_lut_kernel(_histograms(image))),
+    'invert': lambda: tf.bitwise.invert(image),
+    'posterize': lambda: _posterize(image, arg),  # two bitwise TF ops beat an XLA launch
+    'solarize': lambda: _solarize_kernel(image, arg),
+    'solarize_add': lambda: _solarize_add_kernel(image, arg),
+    'color': lambda: _color_kernel(image, arg),
+    'contrast': lambda: _contrast_kernel(image, arg),
+    'brightness': lambda: _brightness_kernel(image, arg),
+    'sharpness': lambda: _sharpness_kernel(image, arg),
+    'warp': lambda: _warp_kernel(
+      image, *_sample_vectors_kernel(image, op, arg), tf.cast(tf.reshape(fill, [3]), tf.float32)
+    ),
   }
   return tf.switch_case(tf.gather(_BRANCH_OF_OP, op), [branches[name] for name in _BRANCHES])
 
 
 # --- per-pixel parts (inside the kernels) --------------------------------------------------------
+
 
 def _floor_to_uint8(x):
   """C's (UINT8) cast of a float clipped to [0, 255], as Pillow does after blending."""
@@ -101,7 +122,9 @@ def _unfused(product):
 
 def _luma(x):
   """convert('L') of int32 RGB: ITU-R 601-2 in 16.16 fixed point, rounded (Convert.c L24)."""
-  return tf.bitwise.right_shift(x[..., 0] * 19595 + x[..., 1] * 38470 + x[..., 2] * 7471 + 0x8000, 16)
+  return tf.bitwise.right_shift(
+    x[..., 0] * 19595 + x[..., 1] * 38470 + x[..., 2] * 7471 + 0x8000, 16
+  )
 
 
 def _xla(fn):
@@ -203,15 +226,22 @@ def _warp(image, xvec, yvec, offset, fill):
 
   upper = lerp(tap(top + left), tap(top + right), dx)
   lower = lerp(tap(bottom + left), tap(bottom + right), dx)
-  return tf.cast(tf.where(inside[..., None], tf.floor(lerp(upper, lower, dy)), fill), tf.uint8)  # (UINT8)
+  return tf.cast(
+    tf.where(inside[..., None], tf.floor(lerp(upper, lower, dy)), fill), tf.uint8
+  )  # (UINT8)
 
 
 # --- small inputs of the kernels ----------------------------------------------------------------
 
+
 def _histograms(image):
   """(3, 256) int32 per-channel histograms with TF's kernel (XLA's CPU scatter is slower)."""
-  return tf.stack([tf.histogram_fixed_width(tf.cast(c, tf.int32), [0, 256], nbins=256)
-                   for c in tf.unstack(image, axis=-1)])
+  return tf.stack(
+    [
+      tf.histogram_fixed_width(tf.cast(c, tf.int32), [0, 256], nbins=256)
+      for c in tf.unstack(image, axis=-1)
+    ]
+  )
 
 
 def _equalize_lut(histogram):
@@ -261,6 +291,7 @@ def _sample_vectors(image, op, arg):
 
 
 # --- one function per op, for direct use and tests ------------------------------------------------
+
 
 def identity(image, *_):
   return image

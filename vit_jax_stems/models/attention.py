@@ -13,7 +13,8 @@ Both layers have two evaluation paths that give the same output:
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -41,7 +42,7 @@ def gpsa_local_offsets(num_heads: int) -> np.ndarray:
   ConViT local init (timm/convit `GPSA.local_init`): k = int(sqrt(H)), c = (k-1)/2 if k is even
   else k//2; head h1 + k*h2 peaks at dx = h2 - c, dy = h1 - c.
   """
-  k = int(num_heads ** 0.5)
+  k = int(num_heads**0.5)
   center = (k - 1) / 2 if k % 2 == 0 else k // 2
   offsets = np.full((num_heads, 2), np.nan, dtype=np.float32)
   for h1 in range(k):
@@ -50,8 +51,9 @@ def gpsa_local_offsets(num_heads: int) -> np.ndarray:
   return offsets
 
 
-def gpsa_local_init(num_heads: int, locality_strength: float,
-                    base_init: Initializer = nn.initializers.normal(0.02)) -> Initializer:
+def gpsa_local_init(
+  num_heads: int, locality_strength: float, base_init: Initializer = nn.initializers.normal(0.02)
+) -> Initializer:
   """Initialiser of the (3, H) `pos_proj` kernel that makes GPSA start as a convolution.
 
   Head h with designed offset (ox, oy) gets weights (2*ox, 2*oy, -1), so its positional score is
@@ -64,7 +66,7 @@ def gpsa_local_init(num_heads: int, locality_strength: float,
 
   def init(key, shape, dtype=jnp.float32):
     if shape != (3, num_heads):
-      raise ValueError(f"pos_proj kernel must have shape (3, {num_heads}), got {shape}.")
+      raise ValueError(f'pos_proj kernel must have shape (3, {num_heads}), got {shape}.')
     kernel = base_init(key, shape, dtype)
     for h, (ox, oy) in enumerate(offsets):
       if not np.isnan(ox):
@@ -74,7 +76,7 @@ def gpsa_local_init(num_heads: int, locality_strength: float,
   return init
 
 
-ATTENTION_IMPLS = (None, "xla", "cudnn")
+ATTENTION_IMPLS = (None, 'xla', 'cudnn')
 
 
 def default_attention_impl(platform: str, dtype: Any) -> str | None:
@@ -84,18 +86,18 @@ def default_attention_impl(platform: str, dtype: Any) -> str | None:
   (jax/_src/nn/functions.py), so cuDNN must be requested explicitly; cuDNN needs fp16/bf16.
   """
   half = jnp.dtype(dtype) in (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16))
-  return "cudnn" if platform == "gpu" and half else None
+  return 'cudnn' if platform == 'gpu' and half else None
 
 
 def _softmax_weights(q: jnp.ndarray, k: jnp.ndarray) -> jnp.ndarray:
   """softmax(q k^T / sqrt(d)) in float32, shape (B, H, Lq, Lk), for the explicit path."""
   scale = q.shape[-1] ** -0.5
-  logits = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32) * scale
+  logits = jnp.einsum('bqhd,bkhd->bhqk', q, k, preferred_element_type=jnp.float32) * scale
   return jax.nn.softmax(logits, axis=-1)
 
 
 def _apply_weights(weights: jnp.ndarray, v: jnp.ndarray) -> jnp.ndarray:
-  return jnp.einsum("bhqk,bkhd->bqhd", weights.astype(v.dtype), v)
+  return jnp.einsum('bhqk,bkhd->bqhd', weights.astype(v.dtype), v)
 
 
 class MultiHeadSelfAttention(nn.Module):
@@ -113,8 +115,14 @@ class MultiHeadSelfAttention(nn.Module):
   def __call__(self, x, *, train: bool, return_weights: bool = False):
     batch, length, dim = x.shape
     heads = self.num_heads
-    qkv = nn.Dense(3 * dim, use_bias=self.qkv_bias, kernel_init=self.qkv_kernel_init,
-                   bias_init=nn.initializers.zeros, dtype=self.dtype, name="qkv")(x)
+    qkv = nn.Dense(
+      3 * dim,
+      use_bias=self.qkv_bias,
+      kernel_init=self.qkv_kernel_init,
+      bias_init=nn.initializers.zeros,
+      dtype=self.dtype,
+      name='qkv',
+    )(x)
     q, k, v = jnp.moveaxis(qkv.reshape(batch, length, 3, heads, dim // heads), 2, 0)
     if return_weights:
       weights = _softmax_weights(q, k)
@@ -122,8 +130,13 @@ class MultiHeadSelfAttention(nn.Module):
     else:
       weights = None
       y = jax.nn.dot_product_attention(q, k, v, implementation=self.attention_impl)
-    y = nn.Dense(dim, kernel_init=self.proj_kernel_init, bias_init=nn.initializers.zeros,
-                 dtype=self.dtype, name="proj")(y.reshape(batch, length, dim))
+    y = nn.Dense(
+      dim,
+      kernel_init=self.proj_kernel_init,
+      bias_init=nn.initializers.zeros,
+      dtype=self.dtype,
+      name='proj',
+    )(y.reshape(batch, length, dim))
     y = nn.Dropout(self.dropout_rate)(y, deterministic=not train)
     return y, weights
 
@@ -150,42 +163,60 @@ class GatedPositionalSelfAttention(nn.Module):
     heads = self.num_heads
     rows, cols = self.grid_size
     if length != rows * cols:
-      raise ValueError(f"GPSA got {length} tokens for a {rows}x{cols} grid; GPSA blocks must "
-                       "come before the class token is added.")
+      raise ValueError(
+        f'GPSA got {length} tokens for a {rows}x{cols} grid; GPSA blocks must '
+        'come before the class token is added.'
+      )
     dense_init = nn.initializers.normal(0.02)  # timm/convit _init_weights: trunc_normal_(std=.02)
-    qk = nn.Dense(2 * dim, use_bias=self.qkv_bias, kernel_init=dense_init,
-                  bias_init=nn.initializers.zeros, dtype=self.dtype, name="qk")(x)
+    qk = nn.Dense(
+      2 * dim,
+      use_bias=self.qkv_bias,
+      kernel_init=dense_init,
+      bias_init=nn.initializers.zeros,
+      dtype=self.dtype,
+      name='qk',
+    )(x)
     q, k = jnp.moveaxis(qk.reshape(batch, length, 2, heads, dim // heads), 2, 0)
     # local_init: v.weight = identity, so at init GPSA mixes the input itself (P2 section 3).
-    v = nn.Dense(dim, use_bias=self.qkv_bias,
-                 kernel_init=lambda key, shape, dtype=jnp.float32: jnp.eye(*shape, dtype=dtype),
-                 bias_init=nn.initializers.zeros, dtype=self.dtype, name="v")(x)
+    v = nn.Dense(
+      dim,
+      use_bias=self.qkv_bias,
+      kernel_init=lambda key, shape, dtype=jnp.float32: jnp.eye(*shape, dtype=dtype),
+      bias_init=nn.initializers.zeros,
+      dtype=self.dtype,
+      name='v',
+    )(x)
     v = v.reshape(batch, length, heads, dim // heads)
 
     # softmax over keys of pos_proj(r_ij): (H, N, N) float32, independent of the input, so one
     # tensor per layer and step serves the whole batch.
     rel = jnp.asarray(relative_indices(rows, cols))
     pos_scores = nn.Dense(
-        heads, kernel_init=gpsa_local_init(heads, self.locality_strength),
-        bias_init=nn.initializers.zeros, dtype=jnp.float32, name="pos_proj")(rel)
+      heads,
+      kernel_init=gpsa_local_init(heads, self.locality_strength),
+      bias_init=nn.initializers.zeros,
+      dtype=jnp.float32,
+      name='pos_proj',
+    )(rel)
     positional = jax.nn.softmax(jnp.moveaxis(pos_scores, -1, 0), axis=-1)
-    gate = jax.nn.sigmoid(
-        self.param("gating_param", nn.initializers.ones, (heads,), jnp.float32))
+    gate = jax.nn.sigmoid(self.param('gating_param', nn.initializers.ones, (heads,), jnp.float32))
 
     if return_weights:
       content = _softmax_weights(q, k)
-      weights = ((1.0 - gate)[None, :, None, None] * content
-                 + gate[None, :, None, None] * positional[None])
+      weights = (1.0 - gate)[None, :, None, None] * content + gate[
+        None, :, None, None
+      ] * positional[None]
       weights = weights / weights.sum(axis=-1, keepdims=True)  # as the reference (a no-op)
       y = _apply_weights(weights, v)
     else:
       weights = None
       content_out = jax.nn.dot_product_attention(q, k, v, implementation=self.attention_impl)
-      positional_out = jnp.einsum("hqk,bkhd->bqhd", positional.astype(v.dtype), v)
+      positional_out = jnp.einsum('hqk,bkhd->bqhd', positional.astype(v.dtype), v)
       g = gate[:, None].astype(v.dtype)
       y = (1.0 - g) * content_out + g * positional_out
-    y = nn.Dense(dim, kernel_init=dense_init, bias_init=nn.initializers.zeros, dtype=self.dtype,
-                 name="proj")(y.reshape(batch, length, dim))
+    y = nn.Dense(
+      dim, kernel_init=dense_init, bias_init=nn.initializers.zeros, dtype=self.dtype, name='proj'
+    )(y.reshape(batch, length, dim))
     y = nn.Dropout(self.dropout_rate)(y, deterministic=not train)
     return y, weights
 
@@ -193,5 +224,5 @@ class GatedPositionalSelfAttention(nn.Module):
 def positional_attention(pos_proj: dict, grid_size: tuple[int, int]) -> jnp.ndarray:
   """GPSA's positional attention (H, N, N) from a layer's `pos_proj` params, for analysis."""
   rel = jnp.asarray(relative_indices(*grid_size))
-  scores = rel @ pos_proj["kernel"] + pos_proj["bias"]
+  scores = rel @ pos_proj['kernel'] + pos_proj['bias']
   return jax.nn.softmax(jnp.moveaxis(scores, -1, 0), axis=-1)

@@ -44,14 +44,13 @@ class _Counter:
 
 
 def _stem(c: _Counter, spec: ModelSpec, size: int) -> None:
-  if spec.stem == "patchify":
+  if spec.stem == 'patchify':
     g = size // spec.patch_size
     c.conv(3, spec.hidden_size, spec.patch_size, g, g, bias=True)
     return
   w_in, h = 3, size
   last = len(spec.stem_kernels) - 1
-  for i, (k, s, w_out) in enumerate(zip(spec.stem_kernels, spec.stem_strides,
-                                        spec.stem_channels)):
+  for i, (k, s, w_out) in enumerate(zip(spec.stem_kernels, spec.stem_strides, spec.stem_channels)):
     h = (h - 1) // s + 1
     c.conv(w_in, w_out, k, h, h, bias=i == last)
     if i < last:
@@ -85,7 +84,7 @@ def count(spec: ModelSpec, image_size: int | None = None) -> dict[str, int]:
   patches = rows * cols
   d = spec.hidden_size
   c.params += d  # class token
-  c.params += (patches + (1 if spec.family == "pycls" else 0)) * d  # position embedding
+  c.params += (patches + (1 if spec.family == 'pycls' else 0)) * d  # position embedding
   for i in range(spec.depth):
     gpsa = i < spec.num_gpsa_layers
     length = patches if gpsa else patches + 1
@@ -96,4 +95,4 @@ def count(spec: ModelSpec, image_size: int | None = None) -> dict[str, int]:
     c.linear(spec.mlp_dim, d, bias=True, locations=length)
   c.norm(d)  # final LayerNorm
   c.linear(d, spec.num_classes, bias=True)  # head
-  return {"flops": c.flops, "params": c.params, "acts": c.acts}
+  return {'flops': c.flops, 'params': c.params, 'acts': c.acts}

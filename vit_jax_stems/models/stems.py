@@ -8,7 +8,8 @@ BatchNorm and ReLU, closed by a 1x1 convolution to the hidden size.
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -27,7 +28,7 @@ def pycls_patchify_init(patch_size: int, in_channels: int = 3) -> Initializer:
 
 # torch.nn.Conv2d / Linear default init: kaiming_uniform(a=sqrt(5)) -> U(+-1/sqrt(fan_in)), and the
 # same bound for the bias. Used for ConViT's patch embedding, which timm/convit leave at the default.
-torch_default_kernel_init = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
+torch_default_kernel_init = nn.initializers.variance_scaling(1.0 / 3.0, 'fan_in', 'uniform')
 
 
 def torch_default_bias_init(fan_in: int) -> Initializer:
@@ -52,9 +53,16 @@ class PatchifyStem(nn.Module):
   def __call__(self, images: jnp.ndarray) -> jnp.ndarray:
     p = self.patch_size
     return nn.Conv(
-        self.hidden_size, (p, p), strides=(p, p), padding="VALID", use_bias=True,
-        kernel_init=self.kernel_init, bias_init=self.bias_init, dtype=self.dtype,
-        name="patchify")(images)
+      self.hidden_size,
+      (p, p),
+      strides=(p, p),
+      padding='VALID',
+      use_bias=True,
+      kernel_init=self.kernel_init,
+      bias_init=self.bias_init,
+      dtype=self.dtype,
+      name='patchify',
+    )(images)
 
 
 class ConvStem(nn.Module):
@@ -81,16 +89,33 @@ class ConvStem(nn.Module):
       pad = (k - 1) // 2
       if i < last:
         x = nn.Conv(
-            c, (k, k), strides=(s, s), padding=((pad, pad), (pad, pad)), use_bias=False,
-            kernel_init=nn.initializers.normal(stddev=math.sqrt(2.0 / c)), dtype=self.dtype,
-            name=f"conv{i}")(x)
+          c,
+          (k, k),
+          strides=(s, s),
+          padding=((pad, pad), (pad, pad)),
+          use_bias=False,
+          kernel_init=nn.initializers.normal(stddev=math.sqrt(2.0 / c)),
+          dtype=self.dtype,
+          name=f'conv{i}',
+        )(x)
         x = nn.BatchNorm(
-            use_running_average=not train, momentum=self.batch_norm_momentum,
-            epsilon=self.batch_norm_eps, dtype=self.dtype, name=f"bn{i}")(x)
+          use_running_average=not train,
+          momentum=self.batch_norm_momentum,
+          epsilon=self.batch_norm_eps,
+          dtype=self.dtype,
+          name=f'bn{i}',
+        )(x)
         x = nn.relu(x)
       else:
         x = nn.Conv(
-            c, (k, k), strides=(s, s), padding=((pad, pad), (pad, pad)), use_bias=True,
-            kernel_init=nn.initializers.normal(stddev=math.sqrt(1.0 / c)),
-            bias_init=nn.initializers.zeros, dtype=self.dtype, name="conv_last")(x)
+          c,
+          (k, k),
+          strides=(s, s),
+          padding=((pad, pad), (pad, pad)),
+          use_bias=True,
+          kernel_init=nn.initializers.normal(stddev=math.sqrt(1.0 / c)),
+          bias_init=nn.initializers.zeros,
+          dtype=self.dtype,
+          name='conv_last',
+        )(x)
     return x

@@ -9,7 +9,8 @@ code reads activations instead of patching the model (big_vision convention).
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -41,25 +42,25 @@ class FamilyInits:
 # out_proj keeps torch Linear's default kaiming_uniform(a=sqrt(5)) = U(+-1/sqrt(fan_in)), bias 0;
 # MLP xavier_uniform with N(0, 1e-6) biases; head zeros; pos embedding N(0, 0.02); class token 0.
 PYCLS_INITS = FamilyInits(
-    qkv_kernel=nn.initializers.xavier_uniform(),
-    proj_kernel=stems.torch_default_kernel_init,
-    mlp_kernel=nn.initializers.xavier_uniform(),
-    mlp_bias=nn.initializers.normal(1e-6),
-    head_kernel=nn.initializers.zeros,
-    cls_token=nn.initializers.zeros,
-    pos_embedding=nn.initializers.normal(0.02),
+  qkv_kernel=nn.initializers.xavier_uniform(),
+  proj_kernel=stems.torch_default_kernel_init,
+  mlp_kernel=nn.initializers.xavier_uniform(),
+  mlp_bias=nn.initializers.normal(1e-6),
+  head_kernel=nn.initializers.zeros,
+  cls_token=nn.initializers.zeros,
+  pos_embedding=nn.initializers.normal(0.02),
 )
 
 # timm/convit ConVit._init_weights: every Linear trunc_normal_(std=.02) (cut at absolute +-2, a
 # plain normal in effect), biases 0; pos_embed and cls_token trunc_normal_(std=.02).
 CONVIT_INITS = FamilyInits(
-    qkv_kernel=nn.initializers.normal(0.02),
-    proj_kernel=nn.initializers.normal(0.02),
-    mlp_kernel=nn.initializers.normal(0.02),
-    mlp_bias=nn.initializers.zeros,
-    head_kernel=nn.initializers.normal(0.02),
-    cls_token=nn.initializers.normal(0.02),
-    pos_embedding=nn.initializers.normal(0.02),
+  qkv_kernel=nn.initializers.normal(0.02),
+  proj_kernel=nn.initializers.normal(0.02),
+  mlp_kernel=nn.initializers.normal(0.02),
+  mlp_bias=nn.initializers.zeros,
+  head_kernel=nn.initializers.normal(0.02),
+  cls_token=nn.initializers.normal(0.02),
+  pos_embedding=nn.initializers.normal(0.02),
 )
 
 
@@ -75,20 +76,26 @@ class Mlp(nn.Module):
   @nn.compact
   def __call__(self, x, *, train: bool):
     dim = x.shape[-1]
-    x = nn.Dense(self.mlp_dim, kernel_init=self.kernel_init, bias_init=self.bias_init,
-                 dtype=self.dtype, name="fc1")(x)
+    x = nn.Dense(
+      self.mlp_dim,
+      kernel_init=self.kernel_init,
+      bias_init=self.bias_init,
+      dtype=self.dtype,
+      name='fc1',
+    )(x)
     x = nn.gelu(x, approximate=False)
     x = nn.Dropout(self.dropout_rate)(x, deterministic=not train)
-    x = nn.Dense(dim, kernel_init=self.kernel_init, bias_init=self.bias_init, dtype=self.dtype,
-                 name="fc2")(x)
+    x = nn.Dense(
+      dim, kernel_init=self.kernel_init, bias_init=self.bias_init, dtype=self.dtype, name='fc2'
+    )(x)
     return nn.Dropout(self.dropout_rate)(x, deterministic=not train)
 
 
 # Rematerialisation policies for `remat_policy` (jax.checkpoint_policies): what the backward pass
 # may keep from a block's forward instead of recomputing it.
 REMAT_POLICIES = {
-    "block": jax.checkpoint_policies.nothing_saveable,  # recompute the whole block
-    "block_dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,  # keep weight matmuls
+  'block': jax.checkpoint_policies.nothing_saveable,  # recompute the whole block
+  'block_dots': jax.checkpoint_policies.dots_with_no_batch_dims_saveable,  # keep weight matmuls
 }
 
 
@@ -108,26 +115,38 @@ class EncoderBlock(nn.Module):
   @nn.compact
   def __call__(self, x, train: bool, return_weights: bool = False):
     spec = self.spec
-    inits = PYCLS_INITS if spec.family == "pycls" else CONVIT_INITS
+    inits = PYCLS_INITS if spec.family == 'pycls' else CONVIT_INITS
     if self.use_gpsa:
       attn = attention_lib.GatedPositionalSelfAttention(
-          num_heads=spec.num_heads, grid_size=self.grid_size,
-          locality_strength=spec.locality_strength, qkv_bias=spec.qkv_bias,
-          dropout_rate=spec.dropout_rate, dtype=self.dtype, attention_impl=self.attention_impl,
-          name="attn")
+        num_heads=spec.num_heads,
+        grid_size=self.grid_size,
+        locality_strength=spec.locality_strength,
+        qkv_bias=spec.qkv_bias,
+        dropout_rate=spec.dropout_rate,
+        dtype=self.dtype,
+        attention_impl=self.attention_impl,
+        name='attn',
+      )
     else:
       attn = attention_lib.MultiHeadSelfAttention(
-          num_heads=spec.num_heads, qkv_bias=spec.qkv_bias, qkv_kernel_init=inits.qkv_kernel,
-          proj_kernel_init=inits.proj_kernel, dropout_rate=spec.dropout_rate, dtype=self.dtype,
-          attention_impl=self.attention_impl, name="attn")
+        num_heads=spec.num_heads,
+        qkv_bias=spec.qkv_bias,
+        qkv_kernel_init=inits.qkv_kernel,
+        proj_kernel_init=inits.proj_kernel,
+        dropout_rate=spec.dropout_rate,
+        dtype=self.dtype,
+        attention_impl=self.attention_impl,
+        name='attn',
+      )
     # Stochastic depth drops the whole residual branch per example (DeiT/timm DropPath).
     drop_path = nn.Dropout(self.drop_path_rate, broadcast_dims=(1, 2))
-    y = nn.LayerNorm(epsilon=spec.layer_norm_eps, dtype=self.dtype, name="norm1")(x)
+    y = nn.LayerNorm(epsilon=spec.layer_norm_eps, dtype=self.dtype, name='norm1')(x)
     y, weights = attn(y, train=train, return_weights=return_weights)
     x = x + drop_path(y, deterministic=not train)
-    y = nn.LayerNorm(epsilon=spec.layer_norm_eps, dtype=self.dtype, name="norm2")(x)
-    y = Mlp(spec.mlp_dim, inits.mlp_kernel, inits.mlp_bias, spec.dropout_rate, self.dtype,
-            name="mlp")(y, train=train)
+    y = nn.LayerNorm(epsilon=spec.layer_norm_eps, dtype=self.dtype, name='norm2')(x)
+    y = Mlp(
+      spec.mlp_dim, inits.mlp_kernel, inits.mlp_bias, spec.dropout_rate, self.dtype, name='mlp'
+    )(y, train=train)
     return x + drop_path(y, deterministic=not train), weights
 
 
@@ -146,21 +165,27 @@ class Encoder(nn.Module):
     out = {}
     block_cls = EncoderBlock
     if self.remat_policy is not None:  # same parameter tree, less activation memory
-      block_cls = nn.remat(EncoderBlock, static_argnums=(2, 3),
-                           policy=REMAT_POLICIES[self.remat_policy])
+      block_cls = nn.remat(
+        EncoderBlock, static_argnums=(2, 3), policy=REMAT_POLICIES[self.remat_policy]
+      )
     # Stochastic depth rates linspace(0, drop_path, depth) (timm/convit, DeiT).
     rates = np.linspace(0.0, spec.drop_path_rate, spec.depth)
     for i in range(spec.depth):
-      if spec.family == "convit" and i == spec.num_gpsa_layers:
+      if spec.family == 'convit' and i == spec.num_gpsa_layers:
         x = jnp.concatenate([jnp.broadcast_to(cls_token, (x.shape[0], 1, x.shape[2])), x], 1)
-      name = f"block{i:02d}"
+      name = f'block{i:02d}'
       out[name] = x
       x, weights = block_cls(
-          spec, use_gpsa=i < spec.num_gpsa_layers, grid_size=self.grid_size,
-          drop_path_rate=float(rates[i]), dtype=self.dtype, attention_impl=self.attention_impl,
-          name=name)(x, train, return_attention)
+        spec,
+        use_gpsa=i < spec.num_gpsa_layers,
+        grid_size=self.grid_size,
+        drop_path_rate=float(rates[i]),
+        dtype=self.dtype,
+        attention_impl=self.attention_impl,
+        name=name,
+      )(x, train, return_attention)
       if return_attention:
-        out[f"{name}/attention"] = weights
+        out[f'{name}/attention'] = weights
     return x, out
 
 
@@ -182,49 +207,63 @@ class VisionTransformer(nn.Module):
     size = spec.image_size
     if images.ndim != 4 or images.shape[1:] != (size, size, 3):
       raise ValueError(
-          f"Expected NHWC images of shape (batch, {size}, {size}, 3) for this model "
-          f"(spec.image_size={size}); got {images.shape}. Set image_size when creating the model.")
-    inits = PYCLS_INITS if spec.family == "pycls" else CONVIT_INITS
+        f'Expected NHWC images of shape (batch, {size}, {size}, 3) for this model '
+        f'(spec.image_size={size}); got {images.shape}. Set image_size when creating the model.'
+      )
+    inits = PYCLS_INITS if spec.family == 'pycls' else CONVIT_INITS
     out = {}
     x = images.astype(self.dtype)
 
     # ---- stem: pixels -> (B, h, w, D) token grid
-    if spec.stem == "patchify":
-      if spec.family == "pycls":
+    if spec.stem == 'patchify':
+      if spec.family == 'pycls':
         kernel_init = stems.pycls_patchify_init(spec.patch_size)
         bias_init = nn.initializers.zeros
       else:  # timm/convit PatchEmbed keeps torch's Conv2d default init
         kernel_init = stems.torch_default_kernel_init
-        bias_init = stems.torch_default_bias_init(3 * spec.patch_size ** 2)
-      x = stems.PatchifyStem(spec.hidden_size, spec.patch_size, kernel_init, bias_init,
-                             self.dtype, name="stem")(x)
+        bias_init = stems.torch_default_bias_init(3 * spec.patch_size**2)
+      x = stems.PatchifyStem(
+        spec.hidden_size, spec.patch_size, kernel_init, bias_init, self.dtype, name='stem'
+      )(x)
     else:
-      x = stems.ConvStem(spec.stem_kernels, spec.stem_strides, spec.stem_channels,
-                         spec.batch_norm_eps, spec.batch_norm_momentum, self.dtype,
-                         name="stem")(x, train=train)
-    out["stem"] = x
+      x = stems.ConvStem(
+        spec.stem_kernels,
+        spec.stem_strides,
+        spec.stem_channels,
+        spec.batch_norm_eps,
+        spec.batch_norm_momentum,
+        self.dtype,
+        name='stem',
+      )(x, train=train)
+    out['stem'] = x
     batch, rows, cols, dim = x.shape
     x = x.reshape(batch, rows * cols, dim)
 
     # ---- class token and position embedding (each family's own handling)
-    cls_token = self.param("cls_token", inits.cls_token, (1, 1, dim), jnp.float32)
+    cls_token = self.param('cls_token', inits.cls_token, (1, 1, dim), jnp.float32)
     cls_token = cls_token.astype(self.dtype)
-    if spec.family == "pycls":
+    if spec.family == 'pycls':
       x = jnp.concatenate([jnp.broadcast_to(cls_token, (batch, 1, dim)), x], axis=1)
-    pos_embedding = self.param("pos_embedding", inits.pos_embedding, (1, x.shape[1], dim),
-                               jnp.float32)
+    pos_embedding = self.param(
+      'pos_embedding', inits.pos_embedding, (1, x.shape[1], dim), jnp.float32
+    )
     x = x + pos_embedding.astype(self.dtype)
     x = nn.Dropout(spec.dropout_rate)(x, deterministic=not train)
 
     # ---- encoder
-    x, encoder_out = Encoder(spec, (rows, cols), self.dtype, self.attention_impl,
-                             self.remat_policy, name="encoder")(
-        x, cls_token, train=train, return_attention=return_attention)
-    out.update({f"encoder/{k}": v for k, v in encoder_out.items()})
-    x = nn.LayerNorm(epsilon=spec.layer_norm_eps, dtype=self.dtype, name="norm")(x)
+    x, encoder_out = Encoder(
+      spec, (rows, cols), self.dtype, self.attention_impl, self.remat_policy, name='encoder'
+    )(x, cls_token, train=train, return_attention=return_attention)
+    out.update({f'encoder/{k}': v for k, v in encoder_out.items()})
+    x = nn.LayerNorm(epsilon=spec.layer_norm_eps, dtype=self.dtype, name='norm')(x)
 
     # ---- head on the class token
-    out["pre_logits"] = x[:, 0]
-    logits = nn.Dense(spec.num_classes, kernel_init=inits.head_kernel,
-                      bias_init=nn.initializers.zeros, dtype=self.dtype, name="head")(x[:, 0])
+    out['pre_logits'] = x[:, 0]
+    logits = nn.Dense(
+      spec.num_classes,
+      kernel_init=inits.head_kernel,
+      bias_init=nn.initializers.zeros,
+      dtype=self.dtype,
+      name='head',
+    )(x[:, 0])
     return logits.astype(jnp.float32), out

@@ -11,6 +11,7 @@ JAX's preemption service (started by jax.distributed.initialize) catches SIGTERM
 `reached_preemption_sync_point` makes all processes stop at the same step; orbax wraps it as
 `CheckpointManager.reached_preemption`. Either way the trainer saves and exits cleanly.
 """
+
 import logging
 import signal
 import threading
@@ -26,7 +27,8 @@ class Checkpointer:
   def __init__(self, directory, *, keep, asynchronous=True):
     self.directory = epath.Path(directory)
     options = ocp.CheckpointManagerOptions(
-        max_to_keep=keep, create=True, enable_async_checkpointing=asynchronous)
+      max_to_keep=keep, create=True, enable_async_checkpointing=asynchronous
+    )
     self._mngr = ocp.CheckpointManager(self.directory, options=options)
 
   def latest_step(self):
@@ -58,7 +60,8 @@ class Checkpointer:
 def abstract_like(tree, shardings):
   """ShapeDtypeStructs with shardings, the restore target for `Checkpointer.restore`."""
   return jax.tree_util.tree_map(
-      lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree, shardings)
+    lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree, shardings
+  )
 
 
 class PreemptionWatch:

@@ -5,24 +5,68 @@ unknown fields on the command line (`--config.optimizer.lrr=1` fails); `check` a
 unknown fields written in a config file, and settings that contradict each other or the
 machine (batch not divisible by the devices, a mesh that does not fit).
 """
+
 import jax
 
 from vit_jax_stems.train import device_augment, durations, optimizer, sharding
 
 # The fields a training config may have (see configs/common.py for what each means).
 TOP_LEVEL = {
-    'model_name', 'model', 'dtype', 'init_weights', 'seed', 'data', 'batch_size',
-    'eval_batch_size', 'num_devices', 'total_steps', 'total_epochs', 'total_examples', 'optimizer', 'schedule',
-    'ema', 'mesh', 'sharding_rules', 'log_every_steps', 'eval_every_steps', 'eval_every_epochs',
-    'checkpoint_every_steps', 'checkpoint_every_epochs', 'keep_checkpoints',
-    'async_checkpoints', 'profile_first_step', 'profile_num_steps', 'precise_bn_samples',
+  'model_name',
+  'model',
+  'dtype',
+  'init_weights',
+  'seed',
+  'data',
+  'batch_size',
+  'eval_batch_size',
+  'num_devices',
+  'total_steps',
+  'total_epochs',
+  'total_examples',
+  'optimizer',
+  'schedule',
+  'ema',
+  'mesh',
+  'sharding_rules',
+  'log_every_steps',
+  'eval_every_steps',
+  'eval_every_epochs',
+  'checkpoint_every_steps',
+  'checkpoint_every_epochs',
+  'keep_checkpoints',
+  'async_checkpoints',
+  'profile_first_step',
+  'profile_num_steps',
+  'precise_bn_samples',
 }
 SUB_FIELDS = {
-    'optimizer': {'name', 'lr', 'lr_base_batch', 'weight_decay', 'wd_mask', 'b1', 'b2', 'eps',
-                  'momentum', 'nesterov', 'grad_clip_norm', 'accum_steps'},
-    'schedule': {'name', 'per_epoch', 'warmup_steps', 'warmup_epochs', 'warmup_examples',
-                 'warmup_factor', 'warmup_lr', 'min_lr_factor', 'min_lr'},
-    'ema': {'enabled', 'period', 'alpha'},
+  'optimizer': {
+    'name',
+    'lr',
+    'lr_base_batch',
+    'weight_decay',
+    'wd_mask',
+    'b1',
+    'b2',
+    'eps',
+    'momentum',
+    'nesterov',
+    'grad_clip_norm',
+    'accum_steps',
+  },
+  'schedule': {
+    'name',
+    'per_epoch',
+    'warmup_steps',
+    'warmup_epochs',
+    'warmup_examples',
+    'warmup_factor',
+    'warmup_lr',
+    'min_lr_factor',
+    'min_lr',
+  },
+  'ema': {'enabled', 'period', 'alpha'},
 }
 DTYPES = ('float32', 'bfloat16')
 
@@ -30,8 +74,10 @@ DTYPES = ('float32', 'bfloat16')
 def _unknown(cfg, allowed, where):
   extra = sorted(set(cfg.keys()) - allowed)
   if extra:
-    raise ValueError(f'Unknown config field(s): {", ".join(f"{where}.{k}" for k in extra)}. '
-                     f'Known: {", ".join(sorted(allowed))}.')
+    raise ValueError(
+      f'Unknown config field(s): {", ".join(f"{where}.{k}" for k in extra)}. '
+      f'Known: {", ".join(sorted(allowed))}.'
+    )
 
 
 def _require(cond, field, msg):
@@ -46,19 +92,28 @@ def check(config, *, num_devices=None, num_processes=None, model_names=None, spe
     num_devices = jax.device_count()
     if config.get('num_devices') is not None:
       _require(num_processes == 1, 'num_devices', 'only for single-process runs; use None.')
-      _require(1 <= config.num_devices <= num_devices, 'num_devices',
-               f'must be in [1, {num_devices}] (the devices of this machine).')
+      _require(
+        1 <= config.num_devices <= num_devices,
+        'num_devices',
+        f'must be in [1, {num_devices}] (the devices of this machine).',
+      )
       num_devices = config.num_devices
   _unknown(config, TOP_LEVEL, 'config')
   for name, allowed in SUB_FIELDS.items():
     _unknown(config[name], allowed, f'config.{name}')
 
   if model_names is not None:
-    _require(config.model_name in model_names, 'model_name',
-             f'{config.model_name!r} is not a registered model; choose one of {model_names}.')
+    _require(
+      config.model_name in model_names,
+      'model_name',
+      f'{config.model_name!r} is not a registered model; choose one of {model_names}.',
+    )
   for key in ('num_classes', 'image_size'):
-    _require(key not in config.model, f'model.{key}',
-             f'set by the dataset (num_classes) and config.data.image_size; remove it.')
+    _require(
+      key not in config.model,
+      f'model.{key}',
+      'set by the dataset (num_classes) and config.data.image_size; remove it.',
+    )
   if spec_fn is not None:
     try:
       spec_fn()
@@ -69,36 +124,60 @@ def check(config, *, num_devices=None, num_processes=None, model_names=None, spe
   # Batch sizes: the batch is split over every device and every process.
   accum = config.optimizer.accum_steps
   _require(accum >= 1, 'optimizer.accum_steps', f'must be >= 1, got {accum}.')
-  _require(config.batch_size % accum == 0, 'batch_size',
-           f'{config.batch_size} is not divisible by config.optimizer.accum_steps={accum}.')
+  _require(
+    config.batch_size % accum == 0,
+    'batch_size',
+    f'{config.batch_size} is not divisible by config.optimizer.accum_steps={accum}.',
+  )
   micro = config.batch_size // accum
-  _require(micro % num_devices == 0, 'batch_size',
-           f'the per-step batch {micro} (batch_size / accum_steps) is not divisible by the '
-           f'{num_devices} devices.')
-  _require(config.eval_batch_size % num_devices == 0, 'eval_batch_size',
-           f'{config.eval_batch_size} is not divisible by the {num_devices} devices.')
+  _require(
+    micro % num_devices == 0,
+    'batch_size',
+    f'the per-step batch {micro} (batch_size / accum_steps) is not divisible by the '
+    f'{num_devices} devices.',
+  )
+  _require(
+    config.eval_batch_size % num_devices == 0,
+    'eval_batch_size',
+    f'{config.eval_batch_size} is not divisible by the {num_devices} devices.',
+  )
   del num_processes  # devices are a multiple of processes, so the checks above cover them.
-  _require(config.get('precise_bn_samples', 0) >= 0, 'precise_bn_samples',
-           f'must be >= 0 (0 turns precise BN statistics off), got {config.get("precise_bn_samples")}.')
+  _require(
+    config.get('precise_bn_samples', 0) >= 0,
+    'precise_bn_samples',
+    f'must be >= 0 (0 turns precise BN statistics off), got {config.get("precise_bn_samples")}.',
+  )
   device_augment.DeviceAugment.from_config(config.data, num_classes=1).check_batch_size(micro)
 
   sharding.mesh_shape(config.mesh, num_devices)
   sharding.check_rules(config.sharding_rules)
 
   opt = config.optimizer
-  _require(opt.name in optimizer.OPTIMIZERS, 'optimizer.name',
-           f'{opt.name!r} is not one of {optimizer.OPTIMIZERS}.')
-  _require(opt.wd_mask in optimizer.WD_MASKS, 'optimizer.wd_mask',
-           f'{opt.wd_mask!r} is not one of {optimizer.WD_MASKS}.')
+  _require(
+    opt.name in optimizer.OPTIMIZERS,
+    'optimizer.name',
+    f'{opt.name!r} is not one of {optimizer.OPTIMIZERS}.',
+  )
+  _require(
+    opt.wd_mask in optimizer.WD_MASKS,
+    'optimizer.wd_mask',
+    f'{opt.wd_mask!r} is not one of {optimizer.WD_MASKS}.',
+  )
   _require(opt.lr > 0, 'optimizer.lr', f'must be > 0, got {opt.lr}.')
   sched = config.schedule
-  _require(sched.name in optimizer.SCHEDULES, 'schedule.name',
-           f'{sched.name!r} is not one of {optimizer.SCHEDULES}.')
+  _require(
+    sched.name in optimizer.SCHEDULES,
+    'schedule.name',
+    f'{sched.name!r} is not one of {optimizer.SCHEDULES}.',
+  )
   if sched.name == 'pycls_cosine':
     _require(0 <= sched.min_lr_factor <= 1, 'schedule.min_lr_factor', 'must be in [0, 1].')
   if sched.name == 'timm_cosine':
-    _require(sched.min_lr < optimizer.base_lr(opt, config.batch_size), 'schedule.min_lr',
-             'must be below the peak lr (config.optimizer.lr).')
+    _require(
+      sched.min_lr < optimizer.base_lr(opt, config.batch_size),
+      'schedule.min_lr',
+      'must be below the peak lr (config.optimizer.lr).',
+    )
 
   if config.ema.enabled:
     _require(config.ema.period >= 1, 'ema.period', 'must be >= 1.')
@@ -109,7 +188,8 @@ def check(config, *, num_devices=None, num_processes=None, model_names=None, spe
     durations.to_steps(config, prefix, steps_per_epoch=1, batch_size=1, where='config')
   for prefix in ('eval_every', 'checkpoint_every'):
     durations.to_steps(config, prefix, steps_per_epoch=1, batch_size=1, default=0)
-  durations.to_steps(sched, 'warmup', steps_per_epoch=1, batch_size=1, default=0,
-                     where='config.schedule')
+  durations.to_steps(
+    sched, 'warmup', steps_per_epoch=1, batch_size=1, default=0, where='config.schedule'
+  )
   _require(config.log_every_steps >= 1, 'log_every_steps', 'must be >= 1.')
   _require(config.keep_checkpoints >= 1, 'keep_checkpoints', 'must be >= 1.')

@@ -21,6 +21,7 @@ sampler already shuffled). When the group divides the per-device batch no data c
 
 This module imports neither TensorFlow nor the input pipeline (the GPU image has no TensorFlow).
 """
+
 import dataclasses
 import math
 
@@ -30,9 +31,7 @@ import jax.numpy as jnp
 # AlexNet PCA lighting: ImageNet RGB eigenvalues and eigenvectors (the columns). Source: pycls
 # `pycls/datasets/imagenet.py` _EIG_VALS/_EIG_VECS (from fb.resnet.torch `datasets/imagenet.lua`).
 EIGVALS = (0.2175, 0.0188, 0.0045)
-EIGVECS = ((-0.5675, 0.7192, 0.4009),
-           (-0.5808, -0.0045, -0.8140),
-           (-0.5836, -0.6948, 0.4203))
+EIGVECS = ((-0.5675, 0.7192, 0.4009), (-0.5808, -0.0045, -0.8140), (-0.5836, -0.6948, 0.4203))
 
 # timm RandomErasing defaults (mode 'pixel', max_count 1): min_area 0.02, max_area 1/3,
 # min_aspect 0.3 (max 1/0.3), 10 attempts (timm/data/random_erasing.py).
@@ -45,6 +44,7 @@ _TAG_LIGHTING, _TAG_ERASING, _TAG_MIX = 1, 2, 3
 @dataclasses.dataclass(frozen=True)
 class DeviceAugment:
   """What the train step does to a host batch {'image': uint8 (B, H, W, 3), 'label': int (B,)}."""
+
   num_classes: int
   mean: tuple[float, float, float]
   std: tuple[float, float, float]
@@ -59,11 +59,18 @@ class DeviceAugment:
   @classmethod
   def from_config(cls, data_config, num_classes: int) -> 'DeviceAugment':
     aug = data_config.augment
-    return cls(num_classes=num_classes, mean=tuple(data_config.mean), std=tuple(data_config.std),
-               pca_lighting_std=aug.pca_lighting_std, random_erasing_prob=aug.random_erasing_prob,
-               mixup_alpha=aug.mixup_alpha, cutmix_alpha=aug.cutmix_alpha,
-               mix_switch_prob=aug.mix_switch_prob, mix_group_size=aug.mix_group_size,
-               label_smoothing=aug.label_smoothing)
+    return cls(
+      num_classes=num_classes,
+      mean=tuple(data_config.mean),
+      std=tuple(data_config.std),
+      pca_lighting_std=aug.pca_lighting_std,
+      random_erasing_prob=aug.random_erasing_prob,
+      mixup_alpha=aug.mixup_alpha,
+      cutmix_alpha=aug.cutmix_alpha,
+      mix_switch_prob=aug.mix_switch_prob,
+      mix_group_size=aug.mix_group_size,
+      label_smoothing=aug.label_smoothing,
+    )
 
   @property
   def mixes(self) -> bool:
@@ -73,9 +80,10 @@ class DeviceAugment:
     """Raises before compile when mixing groups do not tile the per-step batch (also a config check)."""
     if self.mixes and (self.mix_group_size < 1 or batch_size % self.mix_group_size):
       raise ValueError(
-          f'config.data.augment.mix_group_size: {self.mix_group_size} examples share one mixup/CutMix '
-          f'draw, so it must divide the per-step batch {batch_size} (batch_size / accum_steps); '
-          'change either.')
+        f'config.data.augment.mix_group_size: {self.mix_group_size} examples share one mixup/CutMix '
+        f'draw, so it must divide the per-step batch {batch_size} (batch_size / accum_steps); '
+        'change either.'
+      )
 
   def __call__(self, images_uint8: jax.Array, labels: jax.Array, key: jax.Array):
     """(float32 normalised images (B, H, W, 3), soft targets (B, num_classes)) for one step."""
@@ -84,7 +92,9 @@ class DeviceAugment:
     indices = jnp.arange(batch)
     if self.pca_lighting_std > 0:
       keys = _example_keys(jax.random.fold_in(key, _TAG_LIGHTING), indices)
-      images = images + jax.vmap(lambda k: pca_lighting_rgb(k, self.pca_lighting_std))(keys)[:, None, None]
+      images = (
+        images + jax.vmap(lambda k: pca_lighting_rgb(k, self.pca_lighting_std))(keys)[:, None, None]
+      )
     images = normalize01(images, self.mean, self.std)
     if self.random_erasing_prob > 0:
       keys = _example_keys(jax.random.fold_in(key, _TAG_ERASING), indices)
@@ -93,8 +103,14 @@ class DeviceAugment:
     if self.mixes:
       self.check_batch_size(batch)
       images, targets = mix_groups(
-          jax.random.fold_in(key, _TAG_MIX), images, targets, group_size=self.mix_group_size,
-          mixup_alpha=self.mixup_alpha, cutmix_alpha=self.cutmix_alpha, switch_prob=self.mix_switch_prob)
+        jax.random.fold_in(key, _TAG_MIX),
+        images,
+        targets,
+        group_size=self.mix_group_size,
+        mixup_alpha=self.mixup_alpha,
+        cutmix_alpha=self.cutmix_alpha,
+        switch_prob=self.mix_switch_prob,
+      )
     return images, targets
 
 
@@ -130,10 +146,17 @@ def erasing_box(key: jax.Array, height: int, width: int):
   Returns (fits, top, left, box_h, box_w); `fits` is False when none of the draws fits.
   """
   k_area, k_aspect, k_top, k_left = jax.random.split(key, 4)
-  area = jax.random.uniform(k_area, (ERASE_ATTEMPTS,), minval=ERASE_MIN_AREA,
-                            maxval=ERASE_MAX_AREA) * (height * width)
-  aspect = jnp.exp(jax.random.uniform(k_aspect, (ERASE_ATTEMPTS,), minval=math.log(ERASE_MIN_ASPECT),
-                                      maxval=-math.log(ERASE_MIN_ASPECT)))
+  area = jax.random.uniform(
+    k_area, (ERASE_ATTEMPTS,), minval=ERASE_MIN_AREA, maxval=ERASE_MAX_AREA
+  ) * (height * width)
+  aspect = jnp.exp(
+    jax.random.uniform(
+      k_aspect,
+      (ERASE_ATTEMPTS,),
+      minval=math.log(ERASE_MIN_ASPECT),
+      maxval=-math.log(ERASE_MIN_ASPECT),
+    )
+  )
   box_h = jnp.round(jnp.sqrt(area * aspect)).astype(jnp.int32)
   box_w = jnp.round(jnp.sqrt(area / aspect)).astype(jnp.int32)
   fit = (box_h < height) & (box_w < width)
@@ -173,8 +196,9 @@ def cutmix_box(key: jax.Array, height: int, width: int, lam: jax.Array):
   return top, bottom, left, right
 
 
-def _mix_one_group(key, images, targets, partner_images, partner_targets, *, mixup_alpha,
-                   cutmix_alpha, switch_prob):
+def _mix_one_group(
+  key, images, targets, partner_images, partner_targets, *, mixup_alpha, cutmix_alpha, switch_prob
+):
   """One group's draw: mixup (lam ~ Beta(a, a)) or CutMix (box, lam = 1 - box area)."""
   k_switch, k_mixup, k_cutmix, k_box = jax.random.split(key, 4)
   height, width = images.shape[1:3]
@@ -182,8 +206,12 @@ def _mix_one_group(key, images, targets, partner_images, partner_targets, *, mix
     use_cutmix = jax.random.uniform(k_switch) < switch_prob
   else:
     use_cutmix = jnp.asarray(cutmix_alpha > 0)
-  lam_mixup = jax.random.beta(k_mixup, mixup_alpha, mixup_alpha) if mixup_alpha > 0 else jnp.float32(1)
-  lam_cutmix = jax.random.beta(k_cutmix, cutmix_alpha, cutmix_alpha) if cutmix_alpha > 0 else jnp.float32(1)
+  lam_mixup = (
+    jax.random.beta(k_mixup, mixup_alpha, mixup_alpha) if mixup_alpha > 0 else jnp.float32(1)
+  )
+  lam_cutmix = (
+    jax.random.beta(k_cutmix, cutmix_alpha, cutmix_alpha) if cutmix_alpha > 0 else jnp.float32(1)
+  )
   top, bottom, left, right = cutmix_box(k_box, height, width, lam_cutmix)
   rows = jnp.arange(height)[None, :, None, None]
   cols = jnp.arange(width)[None, None, :, None]
@@ -196,8 +224,16 @@ def _mix_one_group(key, images, targets, partner_images, partner_targets, *, mix
   return images, lam * targets + (1.0 - lam) * partner_targets
 
 
-def mix_groups(key: jax.Array, images: jax.Array, targets: jax.Array, *, group_size: int,
-               mixup_alpha: float, cutmix_alpha: float, switch_prob: float):
+def mix_groups(
+  key: jax.Array,
+  images: jax.Array,
+  targets: jax.Array,
+  *,
+  group_size: int,
+  mixup_alpha: float,
+  cutmix_alpha: float,
+  switch_prob: float,
+):
   """Mixup or CutMix (one draw per group of `group_size` consecutive examples) of (B, H, W, C) and (B, K)."""
   batch = images.shape[0]
   groups = batch // group_size
@@ -205,7 +241,15 @@ def mix_groups(key: jax.Array, images: jax.Array, targets: jax.Array, *, group_s
   grouped_targets = targets.reshape(groups, group_size, -1)
   keys = _example_keys(key, jnp.arange(groups))
   mixed, mixed_targets = jax.vmap(
-      lambda k, x, t: _mix_one_group(k, x, t, x[::-1], t[::-1], mixup_alpha=mixup_alpha,
-                                     cutmix_alpha=cutmix_alpha, switch_prob=switch_prob))(
-                                         keys, grouped, grouped_targets)
+    lambda k, x, t: _mix_one_group(
+      k,
+      x,
+      t,
+      x[::-1],
+      t[::-1],
+      mixup_alpha=mixup_alpha,
+      cutmix_alpha=cutmix_alpha,
+      switch_prob=switch_prob,
+    )
+  )(keys, grouped, grouped_targets)
   return mixed.reshape(images.shape), mixed_targets.reshape(targets.shape)

@@ -25,6 +25,7 @@ JAX's default heartbeat timeout is 100 s (main.py's default too); keep it genero
 (a host briefly unreachable or starved of CPU should not kill a healthy job), lower it to fail
 fast on small ones.
 """
+
 import logging
 import os
 
@@ -45,15 +46,22 @@ def _env_int(environ, name):
   try:
     return int(value)
   except ValueError:
-    raise ValueError(f'{name}={value!r} must be an integer (launch/README.md, launch '
-                     'contract).') from None
+    raise ValueError(
+      f'{name}={value!r} must be an integer (launch/README.md, launch contract).'
+    ) from None
 
 
-def initialize_kwargs(environ, *, distributed=False, coordinator_address=None,
-                      num_processes=None, process_id=None,
-                      heartbeat_timeout_s=DEFAULT_HEARTBEAT_TIMEOUT_S,
-                      init_timeout_s=DEFAULT_INIT_TIMEOUT_S,
-                      shutdown_timeout_s=DEFAULT_SHUTDOWN_TIMEOUT_S):
+def initialize_kwargs(
+  environ,
+  *,
+  distributed=False,
+  coordinator_address=None,
+  num_processes=None,
+  process_id=None,
+  heartbeat_timeout_s=DEFAULT_HEARTBEAT_TIMEOUT_S,
+  init_timeout_s=DEFAULT_INIT_TIMEOUT_S,
+  shutdown_timeout_s=DEFAULT_SHUTDOWN_TIMEOUT_S,
+):
   """Keyword arguments for jax.distributed.initialize, or None for a single-process run.
 
   Multi-host when `distributed` (--distributed), a coordinator address flag or
@@ -69,19 +77,26 @@ def initialize_kwargs(environ, *, distributed=False, coordinator_address=None,
     return None
   if num_processes is not None and num_processes < 1:
     raise ValueError(f'--num_processes / {NUM_PROCESSES_VAR} must be >= 1, got {num_processes}.')
-  if process_id is not None and num_processes is not None and not (
-      0 <= process_id < num_processes):
-    raise ValueError(f'--process_id / {PROCESS_ID_VAR}={process_id} must be in '
-                     f'[0, {num_processes}) (--num_processes / {NUM_PROCESSES_VAR}).')
-  for name, value in (('--distributed_heartbeat_timeout_s', heartbeat_timeout_s),
-                      ('--distributed_init_timeout_s', init_timeout_s),
-                      ('--distributed_shutdown_timeout_s', shutdown_timeout_s)):
+  if process_id is not None and num_processes is not None and not (0 <= process_id < num_processes):
+    raise ValueError(
+      f'--process_id / {PROCESS_ID_VAR}={process_id} must be in '
+      f'[0, {num_processes}) (--num_processes / {NUM_PROCESSES_VAR}).'
+    )
+  for name, value in (
+    ('--distributed_heartbeat_timeout_s', heartbeat_timeout_s),
+    ('--distributed_init_timeout_s', init_timeout_s),
+    ('--distributed_shutdown_timeout_s', shutdown_timeout_s),
+  ):
     if value < 1:
       raise ValueError(f'{name} must be >= 1 second, got {value}.')
-  return dict(coordinator_address=address, num_processes=num_processes, process_id=process_id,
-              initialization_timeout=int(init_timeout_s),
-              heartbeat_timeout_seconds=int(heartbeat_timeout_s),
-              shutdown_timeout_seconds=int(shutdown_timeout_s))
+  return dict(
+    coordinator_address=address,
+    num_processes=num_processes,
+    process_id=process_id,
+    initialization_timeout=int(init_timeout_s),
+    heartbeat_timeout_seconds=int(heartbeat_timeout_s),
+    shutdown_timeout_seconds=int(shutdown_timeout_s),
+  )
 
 
 def maybe_initialize(environ=None, **flags):
@@ -91,9 +106,13 @@ def maybe_initialize(environ=None, **flags):
   if kwargs is None:
     return None
   import jax  # pylint: disable=g-import-not-at-top
+
   jax.distributed.initialize(**kwargs)
-  logging.info('jax.distributed: process %d of %d (coordinator %s, heartbeat timeout %d s)',
-               jax.process_index(), jax.process_count(),
-               kwargs['coordinator_address'] or 'auto-detected',
-               kwargs['heartbeat_timeout_seconds'])
+  logging.info(
+    'jax.distributed: process %d of %d (coordinator %s, heartbeat timeout %d s)',
+    jax.process_index(),
+    jax.process_count(),
+    kwargs['coordinator_address'] or 'auto-detected',
+    kwargs['heartbeat_timeout_seconds'],
+  )
   return kwargs

@@ -4,6 +4,7 @@ A config names a duration by a prefix and exactly one unit suffix, e.g. `total_e
 or `total_steps=1000`, `log_every_steps=50` or `eval_every_epochs=1`. Everything else in
 the trainer only sees steps.
 """
+
 import math
 
 _UNITS = ('steps', 'epochs', 'examples')
@@ -26,10 +27,11 @@ def to_steps(cfg, prefix, *, steps_per_epoch, batch_size, default=None, where='c
     raise ValueError(f'Contradictory durations: set only one of {names} (the others to None).')
   if not given:
     if default is None:
-      raise ValueError(f'Missing duration: set one of '
-                       + ', '.join(f'{where}.{prefix}_{u}' for u in _UNITS) + '.')
+      raise ValueError(
+        'Missing duration: set one of ' + ', '.join(f'{where}.{prefix}_{u}' for u in _UNITS) + '.'
+      )
     return default
-  (unit, value), = given.items()
+  ((unit, value),) = given.items()
   if value < 0:
     raise ValueError(f'{where}.{prefix}_{unit} must be >= 0, got {value}.')
   if unit == 'steps':
@@ -51,12 +53,12 @@ def prefer_command_line(config, argv):
   given = set()
   for arg in argv:
     if arg.startswith('--config.'):
-      given.add(arg[len('--config.'):].split('=', 1)[0])
+      given.add(arg[len('--config.') :].split('=', 1)[0])
   for path in given:
     *parents, leaf = path.split('.')
     for unit in _UNITS:
       if leaf.endswith('_' + unit):
-        prefix = leaf[:-len(unit) - 1]
+        prefix = leaf[: -len(unit) - 1]
         node = config
         for p in parents:
           node = node[p]

@@ -5,6 +5,7 @@ a = min(1, alpha * batch_size / epochs * period); during the warmup epochs a = 1
 are copied). Like pycls (state_dict, 'not just named parameters') the average covers the
 BatchNorm running statistics too. The EMA starts as a copy of the initial weights.
 """
+
 import jax
 import jax.numpy as jnp
 
@@ -25,4 +26,5 @@ def update(ema_tree, new_tree, *, opt_step, steps_per_epoch, warmup_epochs, rate
   do = (it % period) == 0
   a = jnp.where(do, a, 0.0)
   return jax.tree_util.tree_map(
-      lambda e, w: (e * (1.0 - a) + w * a).astype(e.dtype), ema_tree, new_tree)
+    lambda e, w: (e * (1.0 - a) + w * a).astype(e.dtype), ema_tree, new_tree
+  )

@@ -5,6 +5,7 @@ correct predictions over the global (sharded) batch, so the counts are exact on 
 devices and processes. Also `--mode eval`: evaluate a workdir's latest checkpoint, or
 converted PyTorch weights, on a split.
 """
+
 import logging
 import time
 
@@ -12,8 +13,7 @@ import jax
 import jax.numpy as jnp
 
 from vit_jax_stems import data
-from vit_jax_stems.train import sharding
-from vit_jax_stems.train import steps
+from vit_jax_stems.train import sharding, steps
 
 
 class Evaluator:
@@ -29,14 +29,12 @@ class Evaluator:
   def __call__(self, variables_by_name):
     """{name: variables} -> {f'{name}_top1', f'{name}_top5'} and 'eval_count'."""
     sums = {name: None for name in variables_by_name}
-    it = data.make_eval_iterator(self.data_cfg, split=self.split,
-                                 global_batch_size=self.batch_size)
+    it = data.make_eval_iterator(self.data_cfg, split=self.split, global_batch_size=self.batch_size)
     for local_batch in it:
       batch = sharding.global_batch(local_batch, self.batch_sharding)
       for name, variables in variables_by_name.items():
         out = self._step(variables, batch)
-        sums[name] = out if sums[name] is None else jax.tree_util.tree_map(
-            jnp.add, sums[name], out)
+        sums[name] = out if sums[name] is None else jax.tree_util.tree_map(jnp.add, sums[name], out)
     result = {}
     for name, s in sums.items():
       s = jax.device_get(s)
@@ -65,22 +63,30 @@ def run(config, workdir, *, split=None):
     source = f'checkpoint step {step} in {workdir}'
   elif config.init_weights:
     model, loaded = pretrained.load(config.init_weights)
-    variables = {'params': jax.device_put(loaded, sharding.tree_shardings(
-        loaded, mesh, config.sharding_rules))}
+    variables = {
+      'params': jax.device_put(loaded, sharding.tree_shardings(loaded, mesh, config.sharding_rules))
+    }
     source = f'converted weights {config.init_weights}'
   else:
-    raise ValueError(f'Nothing to evaluate: no checkpoint under {workdir}/checkpoints and '
-                     'config.init_weights is not set.')
+    raise ValueError(
+      f'Nothing to evaluate: no checkpoint under {workdir}/checkpoints and '
+      'config.init_weights is not set.'
+    )
   ckpt.close()
   t0 = time.time()
-  evaluator = Evaluator(model, config.data, split=split, batch_size=config.eval_batch_size,
-                        mesh=mesh)
+  evaluator = Evaluator(
+    model, config.data, split=split, batch_size=config.eval_batch_size, mesh=mesh
+  )
   result = evaluator(variables)
-  lines = [f'Evaluated {source} on split {split!r}: {result["eval_count"]} examples '
-           f'({time.time() - t0:.1f}s)']
+  lines = [
+    f'Evaluated {source} on split {split!r}: {result["eval_count"]} examples '
+    f'({time.time() - t0:.1f}s)'
+  ]
   for name in variables:
-    lines.append(f'  {name:6s} top-1 {100 * result[f"{name}_top1"]:.2f}%  '
-                 f'top-5 {100 * result[f"{name}_top5"]:.2f}%')
+    lines.append(
+      f'  {name:6s} top-1 {100 * result[f"{name}_top1"]:.2f}%  '
+      f'top-5 {100 * result[f"{name}_top5"]:.2f}%'
+    )
   if jax.process_index() == 0:
     print('\n'.join(lines), flush=True)
   logging.info('eval result: %s', result)

@@ -7,6 +7,7 @@ clu's writers and periodic actions import TensorFlow and TensorBoard; they are i
 so that training works on an image without TensorFlow (metrics.jsonl and the progress lines
 then carry everything, and the profiler hook falls back to jax.profiler).
 """
+
 import contextlib
 import json
 import logging
@@ -23,15 +24,15 @@ from etils import epath
 # (312); Google Cloud TPU "system architecture" pages: v3 123 TFLOP/s per chip = 2 JAX devices
 # (one per core), v4 275 per chip (1 device, megacore), v5e 197, v5p 459, v6e (Trillium) 918.
 PEAK_BF16_FLOPS = (
-    ('H100', 989.4e12, 'NVIDIA H100 SXM datasheet, bf16 dense'),
-    ('H200', 989.4e12, 'NVIDIA H200 datasheet, bf16 dense'),
-    ('A100', 312e12, 'NVIDIA A100 datasheet, bf16 dense'),
-    ('TPU v3', 61.5e12, 'Cloud TPU docs: 123 TFLOP/s per v3 chip, 2 cores'),
-    ('TPU v4', 275e12, 'Cloud TPU docs: v4 chip'),
-    ('TPU v5 lite', 197e12, 'Cloud TPU docs: v5e chip'),
-    ('TPU v5e', 197e12, 'Cloud TPU docs: v5e chip'),
-    ('TPU v5', 459e12, 'Cloud TPU docs: v5p chip'),
-    ('TPU v6 lite', 918e12, 'Cloud TPU docs: v6e chip'),
+  ('H100', 989.4e12, 'NVIDIA H100 SXM datasheet, bf16 dense'),
+  ('H200', 989.4e12, 'NVIDIA H200 datasheet, bf16 dense'),
+  ('A100', 312e12, 'NVIDIA A100 datasheet, bf16 dense'),
+  ('TPU v3', 61.5e12, 'Cloud TPU docs: 123 TFLOP/s per v3 chip, 2 cores'),
+  ('TPU v4', 275e12, 'Cloud TPU docs: v4 chip'),
+  ('TPU v5 lite', 197e12, 'Cloud TPU docs: v5e chip'),
+  ('TPU v5e', 197e12, 'Cloud TPU docs: v5e chip'),
+  ('TPU v5', 459e12, 'Cloud TPU docs: v5p chip'),
+  ('TPU v6 lite', 918e12, 'Cloud TPU docs: v6e chip'),
 )
 
 
@@ -108,6 +109,7 @@ def create_writer(workdir):
   writers = [JsonlWriter(epath.Path(workdir) / 'metrics.jsonl')]
   try:
     from clu import metric_writers  # pylint: disable=g-import-not-at-top
+
     writers.append(metric_writers.SummaryWriter(str(epath.Path(workdir) / 'tensorboard')))
   except ImportError as e:
     logging.warning('No TensorBoard summaries (%s); metrics.jsonl only.', e)
@@ -123,18 +125,24 @@ def periodic_hooks(workdir, *, total_steps, every_steps, profile_first_step, pro
   except ImportError as e:
     logging.warning('clu periodic actions unavailable (%s).', e)
     return _NullReport(), []
-  report = periodic_actions.ReportProgress(num_train_steps=total_steps, every_steps=every_steps,
-                                           every_secs=None)
+  report = periodic_actions.ReportProgress(
+    num_train_steps=total_steps, every_steps=every_steps, every_secs=None
+  )
   hooks = [report]
   if profile_first_step is not None and jax.process_index() == 0:
-    hooks.append(periodic_actions.Profile(
-        logdir=str(workdir), first_profile=profile_first_step,
-        num_profile_steps=profile_steps, profile_duration_ms=None, every_secs=None))
+    hooks.append(
+      periodic_actions.Profile(
+        logdir=str(workdir),
+        first_profile=profile_first_step,
+        num_profile_steps=profile_steps,
+        profile_duration_ms=None,
+        every_secs=None,
+      )
+    )
   return report, hooks
 
 
 class _NullReport:
-
   def __call__(self, step):
     pass
 

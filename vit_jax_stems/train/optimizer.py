@@ -14,6 +14,7 @@ and weight-decay masks.
 The schedule counts optimizer updates, so with gradient accumulation (optax.MultiSteps) it is
 still a function of the optimizer step, not of the micro-batch.
 """
+
 import jax.numpy as jnp
 import optax
 from flax import traverse_util
@@ -95,13 +96,20 @@ def make_optimizer(opt_cfg, lr_schedule):
   """Returns the optax transformation: [clip] -> AdamW | (L2 + SGD) [-> MultiSteps]."""
   mask = lambda params: weight_decay_mask(opt_cfg.wd_mask, params)
   if opt_cfg.name == 'adamw':
-    tx = optax.adamw(lr_schedule, b1=opt_cfg.b1, b2=opt_cfg.b2, eps=opt_cfg.eps,
-                     weight_decay=opt_cfg.weight_decay, mask=mask)
+    tx = optax.adamw(
+      lr_schedule,
+      b1=opt_cfg.b1,
+      b2=opt_cfg.b2,
+      eps=opt_cfg.eps,
+      weight_decay=opt_cfg.weight_decay,
+      mask=mask,
+    )
   elif opt_cfg.name == 'sgd':
     # torch.optim.SGD adds wd * p to the gradient before momentum (coupled L2), as pycls uses it.
     tx = optax.chain(
-        optax.add_decayed_weights(opt_cfg.weight_decay, mask=mask),
-        optax.sgd(lr_schedule, momentum=opt_cfg.momentum, nesterov=opt_cfg.nesterov))
+      optax.add_decayed_weights(opt_cfg.weight_decay, mask=mask),
+      optax.sgd(lr_schedule, momentum=opt_cfg.momentum, nesterov=opt_cfg.nesterov),
+    )
   else:
     raise ValueError(f'config.optimizer.name={opt_cfg.name!r} is not one of {OPTIMIZERS}.')
   if opt_cfg.get('grad_clip_norm'):
@@ -109,4 +117,3 @@ def make_optimizer(opt_cfg, lr_schedule):
   if opt_cfg.get('accum_steps', 1) > 1:
     tx = optax.MultiSteps(tx, every_k_schedule=opt_cfg.accum_steps)
   return tx
-

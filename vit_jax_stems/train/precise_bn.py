@@ -14,6 +14,7 @@ which pycls applies in the train loop, after its loader.
 Variances are Flax's (biased, over the global batch), the convention our BN layers keep while
 training; pycls averages PyTorch's unbiased per-GPU variances (a factor n/(n-1), 1.004 at 256).
 """
+
 import collections
 import dataclasses
 import math
@@ -43,8 +44,12 @@ def make_batch_stats_fn(model, augment: device_augment.DeviceAugment, momentum: 
   def stats(variables, batch, key):
     images, _ = no_mixing(batch['image'], batch['label'], key)
     zeros = jax.tree_util.tree_map(jnp.zeros_like, variables['batch_stats'])
-    _, updates = model.apply({'params': variables['params'], 'batch_stats': zeros}, images,
-                             train=True, mutable=['batch_stats'])
+    _, updates = model.apply(
+      {'params': variables['params'], 'batch_stats': zeros},
+      images,
+      train=True,
+      mutable=['batch_stats'],
+    )
     return jax.tree_util.tree_map(lambda s: s / (1.0 - momentum), updates['batch_stats'])
 
   return stats

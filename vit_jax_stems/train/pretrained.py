@@ -5,6 +5,7 @@ replace the freshly initialised parameters and BatchNorm statistics leaf by leaf
 classifier head keeps its fresh initialisation when the number of classes differs (the usual
 fine-tuning start). Any other mismatch is an error naming the parameter.
 """
+
 import logging
 
 import numpy as np
@@ -14,6 +15,7 @@ from flax import traverse_util
 def load(directory):
   """(model, variables) of converted weights; imported lazily (optional dependency path)."""
   from vit_jax_stems import weights  # pylint: disable=g-import-not-at-top
+
   return weights.load_weights(directory)
 
 
@@ -25,8 +27,10 @@ def merge(init_variables, loaded_variables, *, source):
     loaded_flat = traverse_util.flatten_dict(loaded_variables.get(collection, {}), sep='/')
     extra = sorted(set(loaded_flat) - set(init_flat))
     if extra:
-      raise ValueError(f'config.init_weights={source}: {collection} {extra[:5]} do not exist '
-                       'in the model of config.model_name / config.model; wrong architecture?')
+      raise ValueError(
+        f'config.init_weights={source}: {collection} {extra[:5]} do not exist '
+        'in the model of config.model_name / config.model; wrong architecture?'
+      )
     out = {}
     for name, init in init_flat.items():
       if name not in loaded_flat:
@@ -35,12 +39,17 @@ def merge(init_variables, loaded_variables, *, source):
       if new.shape == init.shape:
         out[name] = new.astype(init.dtype)
       elif name.startswith('head/'):
-        logging.info('init_weights: re-initialising %s (%s -> %s, num_classes differ)',
-                     name, new.shape, init.shape)
+        logging.info(
+          'init_weights: re-initialising %s (%s -> %s, num_classes differ)',
+          name,
+          new.shape,
+          init.shape,
+        )
         out[name] = init
       else:
         raise ValueError(
-            f'config.init_weights={source}: {collection}/{name} has shape {new.shape}, the '
-            f'model wants {init.shape}; check config.model / config.data.image_size.')
+          f'config.init_weights={source}: {collection}/{name} has shape {new.shape}, the '
+          f'model wants {init.shape}; check config.model / config.data.image_size.'
+        )
     merged[collection] = traverse_util.unflatten_dict(out, sep='/')
   return merged

@@ -11,11 +11,13 @@ match wins, unmatched leaves are replicated. Strategies:
   (ZeRO-3 style: parameters, optimizer moments and EMA split; XLA inserts the all-gathers).
   Leaves with no such dimension are replicated.
 """
+
 import re
 
 import jax
 import numpy as np
-from jax.sharding import NamedSharding, PartitionSpec as P
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
 MESH_AXES = ('data', 'fsdp')
 STRATEGIES = ('replicate', 'fsdp')
@@ -35,12 +37,14 @@ def mesh_shape(mesh_cfg, num_devices):
   known = int(np.prod([s for s in sizes if s != -1]))
   if -1 in sizes:
     if num_devices % known:
-      raise ValueError(f'config.mesh={tuple(mesh_cfg)}: {num_devices} devices are not '
-                       f'divisible by {known}.')
+      raise ValueError(
+        f'config.mesh={tuple(mesh_cfg)}: {num_devices} devices are not divisible by {known}.'
+      )
     sizes[sizes.index(-1)] = num_devices // known
   if int(np.prod(sizes)) != num_devices:
-    raise ValueError(f'config.mesh={tuple(mesh_cfg)} needs {int(np.prod(sizes))} devices, '
-                     f'there are {num_devices}.')
+    raise ValueError(
+      f'config.mesh={tuple(mesh_cfg)} needs {int(np.prod(sizes))} devices, there are {num_devices}.'
+    )
   return names, tuple(sizes)
 
 
@@ -66,8 +70,9 @@ def check_rules(rules):
     except re.error as e:
       raise ValueError(f'config.sharding_rules[{i}]: bad regex {pattern!r}: {e}') from e
     if strategy not in STRATEGIES:
-      raise ValueError(f'config.sharding_rules[{i}]: strategy {strategy!r} is not one of '
-                       f'{STRATEGIES}.')
+      raise ValueError(
+        f'config.sharding_rules[{i}]: strategy {strategy!r} is not one of {STRATEGIES}.'
+      )
 
 
 def path_name(path):
@@ -113,4 +118,5 @@ def batch_sharding(mesh):
 def global_batch(local_batch, sharding):
   """Per-process numpy batch -> global jax.Arrays (each process holds its rows)."""
   return jax.tree_util.tree_map(
-      lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), local_batch)
+    lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), local_batch
+  )

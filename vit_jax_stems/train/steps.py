@@ -3,6 +3,7 @@
 This module imports neither TensorFlow nor the input pipeline, so the step can be built and
 tested on an image without TensorFlow.
 """
+
 import jax
 import jax.numpy as jnp
 import optax
@@ -22,27 +23,35 @@ def make_train_step(model, tx, lr_schedule, plan, ema_cfg, augment: device_augme
   """
   ema_rate = None
   if ema_cfg.enabled:
-    ema_rate = ema_lib.ema_rate(alpha=ema_cfg.alpha, batch_size=plan.micro_batch * plan.accum,
-                                total_epochs=plan.total_epochs, period=ema_cfg.period)
+    ema_rate = ema_lib.ema_rate(
+      alpha=ema_cfg.alpha,
+      batch_size=plan.micro_batch * plan.accum,
+      total_epochs=plan.total_epochs,
+      period=ema_cfg.period,
+    )
   warmup_epochs = plan.warmup_updates / plan.steps_per_epoch
 
   def train_step(state, batch):
     step = state['step']
     rng = jax.random.fold_in(state['rng'], step)
-    images, targets = augment(batch['image'], batch['label'], jax.random.fold_in(rng, _AUGMENT_STREAM))
+    images, targets = augment(
+      batch['image'], batch['label'], jax.random.fold_in(rng, _AUGMENT_STREAM)
+    )
 
     def loss_fn(params):
       variables = {'params': params}
       if state['batch_stats']:
         variables['batch_stats'] = state['batch_stats']
-      (logits, _), updates = model.apply(variables, images, train=True,
-                                         mutable=['batch_stats'], rngs={'dropout': rng})
+      (logits, _), updates = model.apply(
+        variables, images, train=True, mutable=['batch_stats'], rngs={'dropout': rng}
+      )
       logits = logits.astype(jnp.float32)
       loss = jnp.mean(optax.softmax_cross_entropy(logits, targets))
       return loss, (logits, updates.get('batch_stats', {}))
 
     (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-        state['params'])
+      state['params']
+    )
     updates, opt_state = tx.update(grads, state['opt_state'], state['params'])
     params = optax.apply_updates(state['params'], updates)
     new = dict(state, step=step + 1, params=params, batch_stats=batch_stats, opt_state=opt_state)
@@ -50,20 +59,26 @@ def make_train_step(model, tx, lr_schedule, plan, ema_cfg, augment: device_augme
     opt_step = step // plan.accum  # updates done before this one
     if ema_rate is not None:
       updated = ema_lib.update(
-          state['ema'], {'params': params, 'batch_stats': batch_stats}, opt_step=opt_step,
-          steps_per_epoch=plan.steps_per_epoch, warmup_epochs=warmup_epochs, rate=ema_rate,
-          period=ema_cfg.period)
+        state['ema'],
+        {'params': params, 'batch_stats': batch_stats},
+        opt_step=opt_step,
+        steps_per_epoch=plan.steps_per_epoch,
+        warmup_epochs=warmup_epochs,
+        rate=ema_rate,
+        period=ema_cfg.period,
+      )
       applied = (step + 1) % plan.accum == 0  # with accumulation: only on real updates
       new['ema'] = jax.tree_util.tree_map(
-          lambda u, e: jnp.where(applied, u, e), updated, state['ema'])
+        lambda u, e: jnp.where(applied, u, e), updated, state['ema']
+      )
 
     grad_norm = optax.global_norm(grads)
     out = {
-        'loss': loss,
-        'accuracy': jnp.mean(jnp.argmax(logits, -1) == jnp.argmax(targets, -1)),
-        'grad_norm': grad_norm,
-        'lr': lr_schedule(opt_step),
-        'finite': jnp.isfinite(loss) & jnp.isfinite(grad_norm),
+      'loss': loss,
+      'accuracy': jnp.mean(jnp.argmax(logits, -1) == jnp.argmax(targets, -1)),
+      'grad_norm': grad_norm,
+      'lr': lr_schedule(opt_step),
+      'finite': jnp.isfinite(loss) & jnp.isfinite(grad_norm),
     }
     return new, out
 

@@ -5,6 +5,7 @@ fold_in(rng, step), so no RNG state needs carrying), 'params', 'batch_stats' (co
 BatchNorm running statistics; {} for other stems), 'opt_state', and with EMA
 'ema': {'params', 'batch_stats'}}.
 """
+
 import jax
 import jax.numpy as jnp
 
@@ -34,8 +35,13 @@ def make_init_fn(model, tx, *, image_size, with_ema):
     variables = model.init({'params': params_rng}, dummy, train=False)
     params = variables['params']
     batch_stats = variables.get('batch_stats', {})
-    state = {'step': jnp.zeros((), jnp.int32), 'rng': rng, 'params': params,
-             'batch_stats': batch_stats, 'opt_state': tx.init(params)}
+    state = {
+      'step': jnp.zeros((), jnp.int32),
+      'rng': rng,
+      'params': params,
+      'batch_stats': batch_stats,
+      'opt_state': tx.init(params),
+    }
     if with_ema:
       state['ema'] = {'params': params, 'batch_stats': batch_stats}
     return state

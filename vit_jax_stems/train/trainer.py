@@ -5,29 +5,30 @@ state, update step, checkpoint load (resume / converted weights), input, evaluat
 writers, loop. Everything that runs per step is a pure function under jax.jit; Python only
 decides when to log, evaluate, save and stop.
 """
+
 import dataclasses
 import logging
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from etils import epath
 
-from vit_jax_stems import data
-from vit_jax_stems import models
-from vit_jax_stems.train import checkpointing
-from vit_jax_stems.train import config_checks
-from vit_jax_stems.train import device_augment
-from vit_jax_stems.train import durations
-from vit_jax_stems.train import evaluate
-from vit_jax_stems.train import metrics
+from vit_jax_stems import data, models
+from vit_jax_stems.train import (
+  checkpointing,
+  config_checks,
+  device_augment,
+  durations,
+  evaluate,
+  metrics,
+  precise_bn,
+  pretrained,
+  sharding,
+  steps,
+  train_state,
+)
 from vit_jax_stems.train import optimizer as optimizer_lib
-from vit_jax_stems.train import precise_bn
-from vit_jax_stems.train import pretrained
-from vit_jax_stems.train import sharding
-from vit_jax_stems.train import steps
-from vit_jax_stems.train import train_state
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -38,6 +39,7 @@ class NonFiniteLossError(FloatingPointError):
 class Plan:
   """Every duration of the run in steps (a step = one micro-batch; = one update unless
   gradients are accumulated over `accum` micro-batches)."""
+
   accum: int
   micro_batch: int
   steps_per_epoch: int  # optimizer updates per epoch
@@ -61,11 +63,16 @@ def make_plan(config, num_train_examples):
   total = durations.to_steps(config, 'total', **kw)
   warmup = durations.to_steps(config.schedule, 'warmup', default=0, where='config.schedule', **kw)
   return Plan(
-      accum=accum, micro_batch=config.batch_size // accum, steps_per_epoch=spe,
-      total_updates=total, warmup_updates=warmup, total_steps=total * accum,
-      log_every=config.log_every_steps,
-      eval_every=durations.to_steps(config, 'eval_every', default=0, **kw) * accum,
-      checkpoint_every=durations.to_steps(config, 'checkpoint_every', default=0, **kw) * accum)
+    accum=accum,
+    micro_batch=config.batch_size // accum,
+    steps_per_epoch=spe,
+    total_updates=total,
+    warmup_updates=warmup,
+    total_steps=total * accum,
+    log_every=config.log_every_steps,
+    eval_every=durations.to_steps(config, 'eval_every', default=0, **kw) * accum,
+    checkpoint_every=durations.to_steps(config, 'checkpoint_every', default=0, **kw) * accum,
+  )
 
 
 def setup(config, info, mesh):
@@ -74,11 +81,16 @@ def setup(config, info, mesh):
   plan = make_plan(config, info.num_train_examples)
   peak_lr = optimizer_lib.base_lr(config.optimizer, config.batch_size)
   lr_schedule = optimizer_lib.make_lr_schedule(
-      config.schedule, peak_lr=peak_lr, steps_per_epoch=plan.steps_per_epoch,
-      total_steps=plan.total_updates, warmup_steps=plan.warmup_updates)
+    config.schedule,
+    peak_lr=peak_lr,
+    steps_per_epoch=plan.steps_per_epoch,
+    total_steps=plan.total_updates,
+    warmup_steps=plan.warmup_updates,
+  )
   tx = optimizer_lib.make_optimizer(config.optimizer, lr_schedule)
-  init_fn = train_state.make_init_fn(model, tx, image_size=config.data.image_size,
-                                     with_ema=config.ema.enabled)
+  init_fn = train_state.make_init_fn(
+    model, tx, image_size=config.data.image_size, with_ema=config.ema.enabled
+  )
   abstract = jax.eval_shape(init_fn, jax.random.PRNGKey(config.seed))
   shardings = sharding.tree_shardings(abstract, mesh, config.sharding_rules)
   return model, spec, plan, lr_schedule, tx, init_fn, abstract, shardings
@@ -88,7 +100,7 @@ def devices_for(config):
   """All devices, or the first `config.num_devices` (single-process tests and debugging)."""
   if config.get('num_devices') is None:
     return None
-  return jax.devices()[:config.num_devices]
+  return jax.devices()[: config.num_devices]
 
 
 def restore_for_eval(config, info, mesh, ckpt):
@@ -100,9 +112,12 @@ def check_config(config):
   """All config checks, before anything is compiled (also used by main.py early)."""
   info = data.get_dataset_info(config.data)
   config_checks.check(
-      config, model_names=models.list_models(),
-      spec_fn=lambda: models.get_spec(
-          config.model_name, **train_state.model_kwargs(config, info.num_classes)))
+    config,
+    model_names=models.list_models(),
+    spec_fn=lambda: models.get_spec(
+      config.model_name, **train_state.model_kwargs(config, info.num_classes)
+    ),
+  )
   return info
 
 
@@ -115,8 +130,12 @@ def train_and_evaluate(config, workdir):
   workdir.mkdir(parents=True, exist_ok=True)
   if jax.process_index() == 0:
     (workdir / 'config.json').write_text(config.to_json_best_effort(indent=2))
-  logging.info('Devices: %d (%s) over %d processes', jax.device_count(),
-               jax.devices()[0].device_kind, jax.process_count())
+  logging.info(
+    'Devices: %d (%s) over %d processes',
+    jax.device_count(),
+    jax.devices()[0].device_kind,
+    jax.process_count(),
+  )
 
   # ------------------------------------------------------------------ Mesh
   mesh = sharding.make_mesh(config.mesh, devices_for(config))
@@ -124,8 +143,7 @@ def train_and_evaluate(config, workdir):
   replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
 
   # ------------------------------------------------------------------ Model, optimizer, state
-  model, spec, plan, lr_schedule, tx, init_fn, abstract, state_shardings = setup(
-      config, info, mesh)
+  model, spec, plan, lr_schedule, tx, init_fn, abstract, state_shardings = setup(config, info, mesh)
   logging.info('Plan: %s', plan)
   macs = models.complexity.count(spec)['flops']
   peak, peak_source = metrics.peak_flops_per_device(jax.devices()[0].device_kind)
@@ -133,14 +151,16 @@ def train_and_evaluate(config, workdir):
   # ------------------------------------------------------------------ Update step
   augment = device_augment.DeviceAugment.from_config(config.data, info.num_classes)
   train_step = jax.jit(
-      steps.make_train_step(model, tx, lr_schedule, plan, config.ema, augment),
-      in_shardings=(state_shardings, batch_sharding),
-      out_shardings=(state_shardings, replicated),
-      donate_argnums=(0,))
+    steps.make_train_step(model, tx, lr_schedule, plan, config.ema, augment),
+    in_shardings=(state_shardings, batch_sharding),
+    out_shardings=(state_shardings, replicated),
+    donate_argnums=(0,),
+  )
 
   # ------------------------------------------------------------------ Checkpoint load or init
-  ckpt = checkpointing.Checkpointer(workdir / 'checkpoints', keep=config.keep_checkpoints,
-                                    asynchronous=config.async_checkpoints)
+  ckpt = checkpointing.Checkpointer(
+    workdir / 'checkpoints', keep=config.keep_checkpoints, asynchronous=config.async_checkpoints
+  )
   if ckpt.latest_step() is not None:
     logging.info('Resuming from checkpoint step %d in %s', ckpt.latest_step(), ckpt.directory)
     state = ckpt.restore(checkpointing.abstract_like(abstract, state_shardings))
@@ -151,23 +171,33 @@ def train_and_evaluate(config, workdir):
   start_step = int(jax.device_get(state['step']))
 
   # ------------------------------------------------------------------ Input
-  train_iter = precise_bn.PeekableIterator(data.make_train_iterator(
-      config.data, global_batch_size=plan.micro_batch, seed=config.seed, start_step=start_step))
+  train_iter = precise_bn.PeekableIterator(
+    data.make_train_iterator(
+      config.data, global_batch_size=plan.micro_batch, seed=config.seed, start_step=start_step
+    )
+  )
 
   # ------------------------------------------------------------------ Evaluators, writers
-  evaluator = evaluate.Evaluator(model, config.data, split=config.data.eval_split,
-                                 batch_size=config.eval_batch_size, mesh=mesh)
+  evaluator = evaluate.Evaluator(
+    model, config.data, split=config.data.eval_split, batch_size=config.eval_batch_size, mesh=mesh
+  )
   writer = metrics.create_writer(workdir)
   progress = metrics.ProgressPrinter(plan.total_steps, start_step)
   report, hooks = metrics.periodic_hooks(
-      workdir, total_steps=plan.total_steps, every_steps=plan.log_every,
-      profile_first_step=config.profile_first_step, profile_steps=config.profile_num_steps)
+    workdir,
+    total_steps=plan.total_steps,
+    every_steps=plan.log_every,
+    profile_first_step=config.profile_first_step,
+    profile_steps=config.profile_num_steps,
+  )
   if start_step == 0 and jax.process_index() == 0:
     writer.write_hparams({k: v for k, v in config.items() if isinstance(v, (int, float, str))})
   mfu_note = f'MFU vs {peak_source}' if peak else peak_source
   logging.info('%s; %.3f GMACs/image (pycls count)', mfu_note, macs / 1e9)
 
-  use_precise_bn = config.precise_bn_samples > 0 and bool(jax.tree_util.tree_leaves(state['batch_stats']))
+  use_precise_bn = config.precise_bn_samples > 0 and bool(
+    jax.tree_util.tree_leaves(state['batch_stats'])
+  )
   if use_precise_bn:
     bn_stats = jax.jit(precise_bn.make_batch_stats_fn(model, augment, spec.batch_norm_momentum))
 
@@ -180,13 +210,19 @@ def train_and_evaluate(config, workdir):
       batches = [sharding.global_batch(b, batch_sharding) for b in train_iter.peek(n)]
       key = precise_bn.precise_bn_key(state['rng'], step)
       state = dict(state)
-      state['batch_stats'] = jax.device_put(precise_bn.precise_batch_stats(
-          bn_stats, train_state.variables_of(state, 'params'), batches, key), state_shardings['batch_stats'])
+      state['batch_stats'] = jax.device_put(
+        precise_bn.precise_batch_stats(
+          bn_stats, train_state.variables_of(state, 'params'), batches, key
+        ),
+        state_shardings['batch_stats'],
+      )
       if 'ema' in state:
         ema_stats = precise_bn.precise_batch_stats(
-            bn_stats, train_state.variables_of(state, 'ema'), batches, key)
-        state['ema'] = dict(state['ema'], batch_stats=jax.device_put(
-            ema_stats, state_shardings['ema']['batch_stats']))
+          bn_stats, train_state.variables_of(state, 'ema'), batches, key
+        )
+        state['ema'] = dict(
+          state['ema'], batch_stats=jax.device_put(ema_stats, state_shardings['ema']['batch_stats'])
+        )
     return state
 
   def run_eval(step):
@@ -212,9 +248,10 @@ def train_and_evaluate(config, workdir):
       ckpt.close()
       writer.flush()
       raise NonFiniteLossError(
-          f'Non-finite loss or gradient at step {step} (loss={float(m["loss"])}); stopping. '
-          f'The state of step {step} was not saved; the last good checkpoint is step {good} '
-          f'in {ckpt.directory}.')
+        f'Non-finite loss or gradient at step {step} (loss={float(m["loss"])}); stopping. '
+        f'The state of step {step} was not saved; the last good checkpoint is step {good} '
+        f'in {ckpt.directory}.'
+      )
 
   with checkpointing.PreemptionWatch(ckpt) as preemption:
     for step in range(start_step + 1, plan.total_steps + 1):
@@ -230,18 +267,26 @@ def train_and_evaluate(config, workdir):
 
       if step % plan.log_every == 0 or step == plan.total_steps:
         check_finite(m, step)
-        means = {k: float(np.mean([float(x) for x in v]))
-                 for k, v in jax.device_get(
-                     {k: [w[k] for w in window] for k in window[0] if k != 'finite'}).items()}
+        means = {
+          k: float(np.mean([float(x) for x in v]))
+          for k, v in jax.device_get(
+            {k: [w[k] for w in window] for k in window[0] if k != 'finite'}
+          ).items()
+        }
         dt = time.monotonic() - t_window
         img_s = (step - s_window) * plan.micro_batch / max(dt, 1e-9)
         row = {f'train/{k}': v for k, v in means.items()}
-        row.update({'train/images_per_sec': img_s,
-                    'train/images_per_sec_per_device': img_s / jax.device_count(),
-                    'train/epoch': step / plan.accum / plan.steps_per_epoch})
+        row.update(
+          {
+            'train/images_per_sec': img_s,
+            'train/images_per_sec_per_device': img_s / jax.device_count(),
+            'train/epoch': step / plan.accum / plan.steps_per_epoch,
+          }
+        )
         if peak:
-          row['train/mfu'] = metrics.train_flops_per_image(macs) * img_s / (
-              peak * jax.device_count())
+          row['train/mfu'] = (
+            metrics.train_flops_per_image(macs) * img_s / (peak * jax.device_count())
+          )
         writer.write_scalars(step, row)
         shown = dict(means, **{'img/s': img_s, 'MFU': row.get('train/mfu', 'n/a')})
         progress(step, shown)
@@ -253,18 +298,26 @@ def train_and_evaluate(config, workdir):
         last['eval'] = run_eval(step)
         t_window = time.monotonic()  # eval time is not training throughput
 
-      if step == plan.total_steps:  # before the final save, so that `--mode eval` sees the same stats
+      if (
+        step == plan.total_steps
+      ):  # before the final save, so that `--mode eval` sees the same stats
         state = with_precise_bn(state, step)
       preempted = preemption.should_stop(step)
-      if preempted or step == plan.total_steps or (
-          plan.checkpoint_every and step % plan.checkpoint_every == 0):
+      if (
+        preempted
+        or step == plan.total_steps
+        or (plan.checkpoint_every and step % plan.checkpoint_every == 0)
+      ):
         check_finite(m, step)
         ckpt.save(step, state)
       if preempted:
         ckpt.wait()
         logging.warning('Preempted: saved checkpoint step %d; exiting cleanly.', step)
-        print(f'Preempted at step {step}: checkpoint saved in {ckpt.directory}; '
-              'rerun the same command to resume.', flush=True)
+        print(
+          f'Preempted at step {step}: checkpoint saved in {ckpt.directory}; '
+          'rerun the same command to resume.',
+          flush=True,
+        )
         last['stopped'] = f'preempted at step {step}'
         break
 
@@ -287,6 +340,7 @@ def _start_from_converted(state, directory, shardings):
   state['batch_stats'] = jax.device_put(merged['batch_stats'], shardings['batch_stats'])
   if 'ema' in state:
     state['ema'] = jax.device_put(
-        {'params': merged['params'], 'batch_stats': merged['batch_stats']}, shardings['ema'])
+      {'params': merged['params'], 'batch_stats': merged['batch_stats']}, shardings['ema']
+    )
   logging.info('Started from converted weights in %s', directory)
   return state
