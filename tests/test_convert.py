@@ -143,7 +143,7 @@ def test_convit_conv_stem_has_no_reference_format():
 
 def test_cli_safetensors_round_trip(tmp_path):
   """convert CLI -> weights dir -> load_weights gives the reference logits and the same variables."""
-  meta, arrays, src = load_fixture('pycls_vit_c')
+  meta, _arrays, src = load_fixture('pycls_vit_c')
   overrides = dict(meta['overrides'])
   argv = [
     '--arch',

@@ -62,7 +62,7 @@ def run(arch, pycls_root, batch, seed):
   from vit_jax_stems import convert, models
 
   torch.manual_seed(seed)
-  model, family = reference_model(arch, pycls_root)
+  model, _family = reference_model(arch, pycls_root)
   gen = torch.Generator().manual_seed(seed + 1)
   ref.perturb_parameters(model, gen, scale=0.02)
   if arch.startswith('vit_c'):

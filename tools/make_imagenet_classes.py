@@ -18,7 +18,7 @@ def _package_dir(name):
   spec = importlib.util.find_spec(name)  # finds the package without importing it
   if spec is None or not spec.submodule_search_locations:
     raise SystemExit(f'package {name!r} is not installed')
-  return list(spec.submodule_search_locations)[0]
+  return next(iter(spec.submodule_search_locations))
 
 
 def main():

@@ -46,8 +46,8 @@ def preprocess_image(image: Image.Image, spec) -> np.ndarray:
   if new_size != image.size:
     image = image.resize(new_size, _PIL_INTERPOLATION[spec.interpolation])
   width, height = image.size
-  left = int(round((width - size) / 2.0))  # torchvision / timm CenterCrop rounding
-  top = int(round((height - size) / 2.0))
+  left = round((width - size) / 2.0)  # torchvision / timm CenterCrop rounding
+  top = round((height - size) / 2.0)
   image = image.crop((left, top, left + size, top + size))
   x = np.asarray(image, dtype=np.float32) / 255.0
   return (x - np.asarray(spec.mean, np.float32)) / np.asarray(spec.std, np.float32)

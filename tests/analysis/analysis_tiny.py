@@ -12,7 +12,7 @@ if ROOT not in sys.path:
   sys.path.insert(0, ROOT)
 
 from vit_jax_stems import models  # noqa: E402
-from vit_jax_stems.analysis import (
+from vit_jax_stems.analysis import (  # noqa: E402
   locality,
   sources,
 )

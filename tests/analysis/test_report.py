@@ -81,7 +81,7 @@ def test_report_of_converted_weights(tiny_weights_dir, tmp_path):
 def test_missing_sources_say_what_to_do(tmp_path):
   with pytest.raises(FileNotFoundError, match='train first'):
     locality_report.run_locality(None, str(tmp_path))
-  with pytest.raises(FileNotFoundError, match='config.json'):
+  with pytest.raises(FileNotFoundError, match=r'config\.json'):
     sources.read_run_config(str(tmp_path))
   with pytest.raises(ValueError, match='not both'):
     locality_report.run_locality(None, str(tmp_path), weights_dir='x', arch='vit_p_1gf')

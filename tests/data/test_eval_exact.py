@@ -1,6 +1,7 @@
 """Exact evaluation: every example counted once for any batch size and process count; global arrays on 1/2/8 devices."""
 
 import hashlib
+import math
 
 import jax
 import numpy as np
@@ -75,9 +76,8 @@ def test_every_example_counted_once(mnist_config, split, process_count, global_b
   assert len(all_keys) == size
   assert all_keys == _reference_keys(mnist_config.data_dir, split)
   local = global_batch // process_count
-  assert num_batches.pop() == -(
-    -(-(-size // process_count)) // local
-  )  # ceil(largest share / local batch)
+  largest_share = math.ceil(size / process_count)
+  assert num_batches.pop() == math.ceil(largest_share / local)
 
 
 @pytest.mark.parametrize('num_devices', [1, 2, 8])

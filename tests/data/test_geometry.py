@@ -16,8 +16,8 @@ def test_eval_geometry_known_answers():
   assert decode.eval_geometry(375, 500, 224, 0.875) == ((256, 341), (16, 59))
   assert decode.eval_geometry(500, 375, 224, 0.875) == ((341, 256), (59, 16))
   assert decode.eval_geometry(28, 28, 32, 0.875) == ((36, 36), (2, 2))
-  (h, w), (t, l) = decode.eval_geometry(tf.constant(375), tf.constant(500), 224, 0.875)
-  assert (int(h), int(w), int(t), int(l)) == (256, 341, 16, 59)
+  (h, w), (top, left) = decode.eval_geometry(tf.constant(375), tf.constant(500), 224, 0.875)
+  assert (int(h), int(w), int(top), int(left)) == (256, 341, 16, 59)
 
 
 @pytest.mark.parametrize('height,width', [(60, 90), (90, 60)])
@@ -71,7 +71,7 @@ def test_random_resized_crop_covers_requested_area():
   Image.fromarray(np.zeros((40, 40, 3), np.uint8)).save(png, format='PNG')
   areas = []
   for s in range(20):
-    begin, size, _ = tf.image.stateless_sample_distorted_bounding_box(
+    _begin, size, _ = tf.image.stateless_sample_distorted_bounding_box(
       [40, 40, 3],
       tf.zeros([1, 0, 4]),
       seed=[s, 0],

@@ -181,8 +181,8 @@ def _killed_run(base, name, victim):
     if any(p.poll() is not None for p in procs) or time.monotonic() - t0 > LAUNCH_TIMEOUT_S:
       _wait(procs, 1, log)
       pytest.fail(
-        'the 2-process run did not reach step %d:\n%s\n%s'
-        % (KILL_STEP, _log(log, 0)[-3000:], _log(log, 1)[-3000:])
+        f'the 2-process run did not reach step {KILL_STEP}:\n'
+        f'{_log(log, 0)[-3000:]}\n{_log(log, 1)[-3000:]}'
       )
     time.sleep(0.2)
   survivor = 1 - victim
@@ -232,7 +232,7 @@ def runs(tmp_path_factory):
   print(
     'multihost scenario seconds:',
     {k: round(v, 1) for k, v in out.items() if k.startswith('t_')},
-    'survivor stopped %.1f s after the kill' % out['killed']['after_kill_s'],
+    'survivor stopped {:.1f} s after the kill'.format(out['killed']['after_kill_s']),
   )
   return out
 
@@ -306,7 +306,7 @@ def test_a_killed_process_stops_the_other_within_the_heartbeat_bound(runs):
 def test_a_killed_coordinator_stops_the_other_within_the_heartbeat_bound(runs):
   """Process 0 hosts the coordination service; its death is seen at once (closed socket)."""
   killed = _killed_run(runs['base'], 'coordinator_killed', victim=0)
-  print('process 1 stopped %.1f s after process 0 was killed' % killed['after_kill_s'])
+  print('process 1 stopped {:.1f} s after process 0 was killed'.format(killed['after_kill_s']))
   _assert_stopped_within_bound(killed)
 
 

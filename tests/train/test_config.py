@@ -209,5 +209,5 @@ def test_fsdp_rule_splits_the_largest_divisible_dimension():
   assert sh['params/c'].spec == jax.sharding.PartitionSpec(None, 'fsdp')
   assert sh['step'].spec == jax.sharding.PartitionSpec()
   assert sharding.mesh_shape((('data', -1), ('fsdp', 2)), 8) == (('data', 'fsdp'), (4, 2))
-  with pytest.raises(ValueError, match='config.sharding_rules'):
+  with pytest.raises(ValueError, match=r'config\.sharding_rules'):
     sharding.check_rules((('.*', 'zero3'),))

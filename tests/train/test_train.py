@@ -135,7 +135,9 @@ def test_non_finite_loss_stops_naming_the_step_and_keeps_last_good_checkpoint(
 
   _iterator_hook(monkeypatch, 3, poison)  # the 4th batch: step 4
   c = _vitc_config()
-  with pytest.raises(trainer.NonFiniteLossError, match='at step 4.*last good checkpoint is step 2'):
+  with pytest.raises(
+    trainer.NonFiniteLossError, match=r'at step 4.*last good checkpoint is step 2'
+  ):
     _run(c, tmp_path)
   state = tiny.checkpoint_state(tmp_path)
   assert state['step'] == 2

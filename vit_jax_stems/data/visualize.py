@@ -96,7 +96,7 @@ def make_grid(base, cols: int) -> Image.Image:
       batch = next(
         data.make_eval_iterator(config, global_batch_size=cols, process_index=0, process_count=1)
       )
-      images, labels = batch['image'], [f'{l}' for l in batch['label']]
+      images, labels = batch['image'], [f'{label}' for label in batch['label']]
     else:
       images, targets = train_batch(config, cols)
       labels = []

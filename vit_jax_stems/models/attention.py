@@ -51,8 +51,11 @@ def gpsa_local_offsets(num_heads: int) -> np.ndarray:
   return offsets
 
 
+_POS_PROJ_BASE_INIT = nn.initializers.normal(0.02)
+
+
 def gpsa_local_init(
-  num_heads: int, locality_strength: float, base_init: Initializer = nn.initializers.normal(0.02)
+  num_heads: int, locality_strength: float, base_init: Initializer = _POS_PROJ_BASE_INIT
 ) -> Initializer:
   """Initialiser of the (3, H) `pos_proj` kernel that makes GPSA start as a convolution.
 

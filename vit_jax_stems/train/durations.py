@@ -37,8 +37,8 @@ def to_steps(cfg, prefix, *, steps_per_epoch, batch_size, default=None, where='c
   if unit == 'steps':
     return int(value)
   if unit == 'epochs':
-    return int(math.ceil(value * steps_per_epoch - 1e-9))
-  return int(math.ceil(value / batch_size - 1e-9))
+    return math.ceil(value * steps_per_epoch - 1e-9)
+  return math.ceil(value / batch_size - 1e-9)
 
 
 def is_set(cfg, prefix):

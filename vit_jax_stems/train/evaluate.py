@@ -38,7 +38,7 @@ class Evaluator:
     result = {}
     for name, s in sums.items():
       s = jax.device_get(s)
-      count = int(round(float(s['count'])))
+      count = round(float(s['count']))
       result[f'{name}_top1'] = float(s['top1']) / max(count, 1)
       result[f'{name}_top5'] = float(s['top5']) / max(count, 1)
       result['eval_count'] = count
