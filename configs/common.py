@@ -150,7 +150,7 @@ def pycls_family_config(arg, prefix, demo_overrides):
 
 
 def pycls_recipe(c, model_name, size, optimizer, epochs, tuned):
-  """P1 / pycls vitconfigs recipe on ImageNet-1k (SPEC section 1)."""
+  """P1 / pycls vitconfigs recipe on ImageNet-1k (docs/references.md#p1-training-recipe)."""
   c.model_name = model_name
   c.data = data_config.paper_recipe_config('vitc')
   c.batch_size = 2048
@@ -173,7 +173,7 @@ def pycls_recipe(c, model_name, size, optimizer, epochs, tuned):
   )
   c.ema.update(dict(enabled=True, period=32, alpha=1e-5))
   c.precise_bn_samples = (
-    8192  # pycls config BN.USE_PRECISE_STATS, BN.NUM_SAMPLES_PRECISE (SPEC: P1 recipe)
+    8192  # pycls `pycls/core/config.py` BN.USE_PRECISE_STATS, BN.NUM_SAMPLES_PRECISE
   )
   c.eval_every_epochs = 10.0
   c.checkpoint_every_epochs = 1.0

@@ -17,7 +17,7 @@ from vit_jax_stems import convert, models, weights
 
 FIXTURES = os.path.join(os.path.dirname(__file__), 'fixtures', 'parity')
 NAMES = ['pycls_vit_p', 'pycls_vit_c', 'timm_convit_4h', 'timm_convit_9h', 'timm_convit_6h']
-TOLERANCE = 1e-4  # max abs logit difference in float32 (issue 2)
+TOLERANCE = 1e-4  # parity with the PyTorch reference: max abs logit difference in float32
 
 
 def load_fixture(name):

@@ -27,7 +27,7 @@ from safetensors.torch import save_file
 
 BATCH = 3
 
-# (name, builder, kwargs). Shapes follow the full models (SPEC sections 1 and 2), scaled down.
+# (name, builder, kwargs). Shapes follow the full models (P1 Table 1, P2 Table 1), scaled down.
 CASES = [
   # ViT_P-1GF shape: patchify stem, scaled to hidden 48, 3 heads, MLP 96; patch 8 on 32x32 -> 4x4.
   (

@@ -143,7 +143,7 @@ def test_local_init_closed_form_centres_are_the_designed_offsets(heads, alpha):
   closed = locality.gpsa_closed_form({'kernel': kernel, 'bias': np.zeros(heads)})
   k = int(math.sqrt(heads))
   centre = (k - 1) / 2 if k % 2 == 0 else k // 2
-  # SPEC section 2 / P2: head h1 + k*h2 peaks at dx = h2 - c, dy = h1 - c with strength alpha.
+  # timm/convit `GPSA.local_init`: head h1 + k*h2 peaks at dx = h2 - c, dy = h1 - c, strength alpha.
   expected = np.array([(h2 - centre, h1 - centre) for h2 in range(k) for h1 in range(k)])
   order = [h1 + k * h2 for h2 in range(k) for h1 in range(k)]
   np.testing.assert_allclose(closed['centre'][order], expected, atol=1e-6)

@@ -33,7 +33,7 @@ TINY_ARGS = [
 
 
 def _hand_macs_tiny_vit_c():
-  """pycls rules (SPEC section 1) written out for the tiny vit_c of TINY_ARGS."""
+  """pycls `blocks.py` *_cx rules written out for the tiny vit_c of TINY_ARGS."""
   stem = (
     9 * 3 * 8 * 8 * 8  # 3x3 conv 3->8, stride 2: 8x8 output, no bias
     + 9 * 8 * 16 * 4 * 4  # 3x3 conv 8->16, stride 2: 4x4 output, no bias
@@ -115,7 +115,7 @@ def test_cli_end_to_end_writes_json_with_all_fields(tmp_path):
 
 
 def test_mfu_by_hand_h100():
-  """ViT_P-18GF (17.580 GMACs by pycls count, SPEC section 1), batch 256, 0.1 s per step."""
+  """ViT_P-18GF (17.580 GMACs by pycls count, P1 Table 1: 17.5), batch 256, 0.1 s per step."""
   peak, source = peaks.peak_for('NVIDIA H100 80GB HBM3', 'bfloat16')
   assert peak == 989.4 and 'datasheet' in source
   flops = peaks.train_flops_per_step(17_580_000_000, 256)
@@ -151,7 +151,7 @@ def test_bad_input_fails_before_compiling():
 def test_cases_twins_and_gpsa_study_of_the_registered_models():
   built = cases_lib.build_cases(['vit_c_4gf', 'convit_s'], {}, twins=True, gpsa_study=True)
   by_label = {c.label: c for c in built}
-  # P1: ViT_C-4GF = ViT_P-4GF with a conv stem and one block fewer (SPEC section 1).
+  # P1 Table 1: ViT_C-4GF = ViT_P-4GF with a conv stem and one block fewer.
   assert by_label['vit_p_4gf'].role == 'twin' and by_label['vit_p_4gf'].of == 'vit_c_4gf'
   assert by_label['convit_s[explicit]'].return_attention
   plain = by_label['convit_s[plain]'].spec

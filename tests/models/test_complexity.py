@@ -1,4 +1,4 @@
-"""Complexity of the zoo against the papers' tables (SPEC sections 1 and 2) and the real modules."""
+"""Complexity of the zoo against the papers' tables (P1, P2 Table 1) and the real modules."""
 
 import jax
 import jax.numpy as jnp
@@ -7,7 +7,8 @@ import pytest
 from vit_jax_stems import complexity as complexity_cli
 from vit_jax_stems import models
 
-# SPEC section 1, "pycls-count" column: (GF multiply-adds, params M, acts M).
+# Exact pycls count of P1 Table 1 (docs/references.md#pycls-complexity-counting):
+# (GF multiply-adds, params M, acts M).
 PYCLS_TABLE = {
   'vit_p_1gf': (1.083, 4.830, 5.521),
   'vit_c_1gf': (1.079, 4.568, 5.628),
@@ -18,7 +19,7 @@ PYCLS_TABLE = {
   'vit_p_36gf': (35.997, 178.364, 37.137),
   'vit_c_36gf': (35.026, 167.796, 36.606),
 }
-# SPEC section 2 / P2 Table 1: (GMACs, params M).
+# P2 Table 1 (docs/references.md#convit-and-gpsa): (GMACs, params M).
 CONVIT_TABLE = {
   'convit_ti': (1.25, 5.71),
   'convit_ti_plus': (2.13, 9.97),

@@ -3,9 +3,10 @@
 All measures come from ONE forward pass with `return_attention=True`, so each layer's attention is
 computed from that block's real input (the output of the block before it, after the stem,
 position embedding and, in ConViT, the class token joining). That fixes the flaw of the reference
-ConViT script (facebookresearch/convit `main.py`, issue #23; SPEC section 2): it feeds the patch
-embedding (without position embedding and without norm1) to every layer's `get_attention_map`, so
-its "nonlocality" of layer l is that of layer l's weights applied to layer 0's input.
+ConViT script (facebookresearch/convit `main.py`, issue #23; docs/references.md#nonlocality): it
+feeds the patch embedding (without position embedding and without norm1) to every layer's
+`get_attention_map`, so its "nonlocality" of layer l is that of layer l's weights applied to layer
+0's input.
 
 Measures, per layer and head (all spatial ones in a row-major grid of `rows x cols` patches,
 offsets delta_ij = (dx, dy) = (col(j) - col(i), row(j) - row(i)) as GPSA's `relative_indices`):

@@ -1,4 +1,4 @@
-"""Throughput, MFU, compile time and memory of the zoo, against PyTorch/timm peers (issue 7).
+"""Throughput, MFU, compile time and memory of the zoo, against PyTorch/timm peers.
 
 `python -m vit_jax_stems.bench --help`; figures and commands in benchmarks/NOTES.md.
 

@@ -1,5 +1,5 @@
 """`python -m vit_jax_stems.bench --models vit_p_4gf,convit_s --batch-size 256 --steps 20
---dtype bfloat16 --peer timm --json out.json`: the issue-7 benchmark (see benchmarks/NOTES.md).
+--dtype bfloat16 --peer timm --json out.json`: the GPU benchmark of benchmarks/NOTES.md.
 
 Order of work: arguments and every case are validated first (nothing traced yet); then the timm
 peers run, each in its own subprocess, before JAX touches the accelerator (JAX preallocates most

@@ -1,9 +1,9 @@
-"""What one benchmark run measures: named models, plus the comparisons the issue asks for.
+"""What one benchmark run measures: named models, plus the pairs that P1's and P2's claims compare.
 
 A `Case` is one row of the table: a ModelSpec and the attention path. Besides the models asked
 for, a run can add
   * the equal-GF patchify twin of a conv-stem model (`--twins`): P1 removes one transformer block
-    when it adds the conv stem (ViT_C-4GF = 11 blocks vs ViT_P-4GF = 12, SPEC section 1), so the
+    when it adds the conv stem (ViT_C-4GF = 11 blocks vs ViT_P-4GF = 12, P1 Table 1), so the
     twin is the same spec with a patchify stem and one block more; for the registered models it
     is exactly the registered vit_p / convit model of the same size. P1's runtime claim is about
     this pair.

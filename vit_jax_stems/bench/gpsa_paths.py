@@ -1,4 +1,4 @@
-"""Do the two attention paths compute the same function? (issue 7, item 3)
+"""Do the two attention paths compute the same function?
 
 The fast path (fused attention + one batch-shared positional matrix per GPSA layer) and the
 explicit path (softmax weights materialised, as the references) must give the same logits; the

@@ -1,9 +1,9 @@
-"""Dense peak FLOP/s of the devices we run on, and the MFU arithmetic of SPEC section 4.
+"""Dense peak FLOP/s of the devices we run on, and the MFU arithmetic.
 
 MFU = model FLOPs per second / the device's dense peak for the compute dtype, with model FLOPs per
 train step = 6 x (pycls-counted multiply-adds per image) x batch: 2 FLOPs per multiply-add, and a
-backward pass worth two forwards (SPEC section 4). Recomputation (remat) and the attention softmax
-are not model FLOPs, so they lower MFU, as they should.
+backward pass worth two forwards (docs/references.md#mfu-counting). Recomputation (remat) and the
+attention softmax are not model FLOPs, so they lower MFU, as they should.
 """
 
 from __future__ import annotations
@@ -34,8 +34,7 @@ PEAKS: tuple[tuple[str, Peak], ...] = (
     Peak(
       989.4,
       494.7,
-      'NVIDIA H100 SXM datasheet, dense bf16 / TF32 (SPEC section 4: about 790 '
-      'measured on a large bf16 matmul)',
+      'NVIDIA H100 SXM datasheet, dense bf16 / TF32 (about 790 measured on a large bf16 matmul)',
     ),
   ),
   ('H200', Peak(989.4, 494.7, 'NVIDIA H200 datasheet: the H100 SXM chip, dense bf16 / TF32')),
@@ -69,7 +68,7 @@ def peak_for(
 
 
 def train_flops_per_step(macs_per_image: int, batch_size: int) -> int:
-  """6 x MACs x batch (SPEC section 4)."""
+  """6 x MACs x batch (docs/references.md#mfu-counting)."""
   return 6 * macs_per_image * batch_size
 
 

@@ -20,7 +20,7 @@ def add_mfu(row: dict, peak_tflops: float | None) -> None:
 
 
 def comparisons(rows: list[dict], peer_of: dict[str, dict]) -> list[dict[str, Any]]:
-  """Every ratio the issue asks for, between rows measured in this run."""
+  """Every ratio between rows measured in this run (ours / peer, twins, GPSA paths)."""
   by_label = {r['case']: r for r in rows}
   out = []
   for r in rows:
@@ -91,7 +91,7 @@ def table(doc: dict) -> str:
     f'(+{doc["settings"]["warmup"]} warmup), remat {doc["settings"]["remat"]}, '
     f'donate {doc["settings"].get("donate", True)}',
     f'peak assumed: {_fmt(peak["tflops"], "g")} TFLOP/s ({peak["source"]})',
-    'MFU = 6 x pycls MACs/image x batch / step time / peak (SPEC section 4)',
+    'MFU = 6 x pycls MACs/image x batch / step time / peak (docs/references.md#mfu-counting)',
   ]
   head = (
     f'{"case":<22} {"GMACs":>6} {"step ms":>9} {"train im/s":>10} {"MFU":>6} '

@@ -11,7 +11,7 @@ the device, F.scaled_dot_product_attention inside timm's attention (flash / memo
 kernels on GPU). Timing mirrors jax_bench: warmup, then windows of `steps` steps with one
 synchronize at the end of each window.
 
-Peers (SPEC sections 1-2):
+Peers (shapes: docs/references.md#p1-models-pycls and docs/references.md#convit-and-gpsa):
   * pycls patchify ViT -> timm VisionTransformer(img_size, patch_size, embed_dim=hidden,
     depth, num_heads, mlp_ratio=mlp/hidden, qkv_bias, class_token=True, global_pool='token',
     pre-LN blocks, exact GELU, LayerNorm eps 1e-6): the same MACs as our model;

@@ -78,7 +78,10 @@ def default_config() -> ml_collections.ConfigDict:
 
 
 def paper_recipe_config(recipe: str) -> ml_collections.ConfigDict:
-  """ImageNet-1k data recipe of P1 ('vitc', also right for ViT_P) or P2 ('convit'); see SPEC.md."""
+  """ImageNet-1k data recipe of P1 ('vitc', also right for ViT_P) or P2 ('convit').
+
+  Sources: docs/references.md#p1-training-recipe and docs/references.md#convit-recipe-deit.
+  """
   config = default_config()
   config.name = 'imagenet2012'
   config.train_split = 'train'

@@ -6,7 +6,7 @@ Both layers have two evaluation paths that give the same output:
     default `None` is the XLA path in jax 0.10, see `default_attention_impl`). For GPSA the
     positional attention P = softmax(pos_score) does not depend on the input, so it is computed
     once per layer and step as an (H, N, N) tensor shared by the whole batch, and the layer is
-    evaluated as (1 - g) * attention(q, k, v) + g * (P v) (SPEC section 2);
+    evaluated as (1 - g) * attention(q, k, v) + g * (P v) (docs/references.md#convit-and-gpsa);
   * the explicit path (`return_weights=True`): materialises the softmax weights, exactly as the
     references do, so analysis code can look at them.
 """
@@ -28,7 +28,7 @@ def relative_indices(grid_rows: int, grid_cols: int) -> np.ndarray:
   """GPSA's constant relative positions r_ij = [dx, dy, dx^2 + dy^2] for a row-major token grid.
 
   For query i and key j: dx = col(j) - col(i), dy = row(j) - row(i) (timm/convit
-  `get_rel_indices`, SPEC section 2), generalised to non-square grids. Shape (N, N, 3), float32.
+  `get_rel_indices`), generalised to non-square grids. Shape (N, N, 3), float32.
   """
   rows, cols = np.divmod(np.arange(grid_rows * grid_cols), grid_cols)
   dx = cols[None, :] - cols[:, None]
@@ -145,7 +145,7 @@ class MultiHeadSelfAttention(nn.Module):
 
 
 class GatedPositionalSelfAttention(nn.Module):
-  """GPSA (P2 section 3; SPEC section 2).
+  """GPSA (P2 section 3; timm/convit `GPSA`; docs/references.md#convit-and-gpsa).
 
   A = (1 - sigmoid(lambda_h)) softmax(q k^T / sqrt(d)) + sigmoid(lambda_h) softmax(r W_h + b_h),
   out = proj(A v). Parameter layout follows timm: `qk` (D -> 2D), `v` (D -> D, identity init),

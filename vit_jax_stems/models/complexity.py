@@ -1,10 +1,11 @@
 """Parameters, FLOPs and activations of a ModelSpec, counted the way pycls counts them.
 
-pycls rules (`pycls/models/blocks.py` *_cx functions, SPEC section 1): "flops" are multiply-adds;
+pycls rules (`pycls/models/blocks.py` *_cx functions): "flops" are multiply-adds;
 conv k^2*Cin*Cout*H*W (+Cout*H*W with bias); linear in*out*L (+out*L with bias); attention
 H*L^2*dh for q k^T and again for A v; nothing for softmax, norms, activations and residuals.
 Params: LN/BN 2*w (no running stats), position embedding, class token. Acts: the output size of
-every conv and linear, plus H*L^2 attention logits and d*L for A v.
+every conv and linear, plus H*L^2 attention logits and d*L for A v. The expected totals:
+docs/references.md#pycls-complexity-counting.
 
 ConViT is counted with the same rules. GPSA's positional attention softmax(pos_proj(r_ij)) does
 not depend on the input: it is computed once per layer and step and shared by the whole batch

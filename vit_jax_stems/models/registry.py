@@ -1,7 +1,8 @@
 """The model zoo of both papers, created by name from one registry.
 
-ViT_P / ViT_C shapes: P1 Table 1 and the pycls `vitconfigs` yaml files (SPEC section 1).
-ConViT shapes: P2 Table 1 and timm/convit `convit_tiny/small/base` (SPEC section 2).
+ViT_P / ViT_C shapes: P1 Table 1 and the pycls `vitconfigs` yaml files
+(docs/references.md#p1-models-pycls). ConViT shapes: P2 Table 1 and timm/convit
+`convit_tiny/small/base` (docs/references.md#convit-and-gpsa).
 """
 
 from __future__ import annotations
@@ -84,7 +85,7 @@ _CONV_STEMS = {
   # 72GF: we take the stem of pycls vitconfigs `IN21k_ViT-C-72GF_adamw_128gpus.yaml` (nine
   # convs, 21 blocks), because that yaml is the configuration that was actually trained for the
   # IN-21k numbers, while P1 App. C's prose (reuse the 18/36GF stem, drop no block) describes a
-  # model no released config builds. See SPEC section 1.
+  # model no released config builds. See docs/references.md#p1-models-pycls.
   '72gf': (
     (3,) * 8 + (1,),
     (2, 2, 1, 2, 1, 1, 2, 1, 1),
@@ -141,11 +142,11 @@ for _size, (_h, _hd) in _CONVIT_SIZES.items():
   )
 
 # ----------------------------------------------------------------------------- ConViT over a conv stem
-# The combination no reference has (SPEC section 3): ConViT-Ti/S/B widths and GPSA blocks over a
+# The combination no reference has: ConViT-Ti/S/B widths and GPSA blocks over a
 # P1-style conv stem. Following P1, the stem costs about one transformer block, so one GPSA block is
 # removed (11 blocks: 9 GPSA + 2 MHSA) to keep flops matched with the patchify ConViT. Stems: the
 # ViT_C-1GF stem for Ti (192 wide), the ViT_C-4GF stem closing on 432 for S, the ViT_C-18GF stem for
-# B (768 wide).
+# B (768 wide). See docs/references.md#convit-over-a-conv-stem.
 _CONVIT_C = {
   'ti': (4, 48, _S3, (2, 2, 2, 2, 1), (24, 48, 96, 192, 192)),
   's': (9, 48, _S3, (2, 2, 2, 2, 1), (48, 96, 192, 384, 432)),

@@ -26,9 +26,9 @@ class ModelSpec:
 
   `family` decides the class-token handling and the initialisers:
     * pycls: the class token is prepended before the first block and the position embedding has
-      a slot for it (pycls `ViT.forward`, SPEC section 1);
+      a slot for it (pycls `ViT.forward`);
     * convit: position embedding only over patches, the class token joins after the last GPSA
-      block (`num_gpsa_layers`), as timm/convit `forward_features` (SPEC section 2).
+      block (`num_gpsa_layers`), as timm/convit `forward_features`.
   `stem` is independent of the family, which gives the ConViT-over-conv-stem models.
   """
 

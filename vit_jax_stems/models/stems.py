@@ -21,7 +21,7 @@ def pycls_patchify_init(patch_size: int, in_channels: int = 3) -> Initializer:
   """pycls `init_weights_vit`: trunc_normal_(std=sqrt(1/fan_in)) for the patchify conv.
 
   torch's trunc_normal_ cuts at absolute +-2, i.e. at hundreds of standard deviations for this
-  std, so it is a plain normal in effect (SPEC section 1).
+  std, so it is a plain normal in effect (docs/references.md#p1-initialisation-pycls).
   """
   return nn.initializers.normal(stddev=math.sqrt(1.0 / (in_channels * patch_size * patch_size)))
 

@@ -37,7 +37,8 @@ class FamilyInits:
   pos_embedding: Initializer
 
 
-# pycls main `init_weights_vit` + torch.nn.MultiheadAttention._reset_parameters (SPEC section 1):
+# pycls main `init_weights_vit` + torch.nn.MultiheadAttention._reset_parameters (see
+# docs/references.md#p1-initialisation-pycls):
 # in_proj xavier_uniform over the fused (3D x D) weight (same fans as our (D, 3D) kernel), biases 0;
 # out_proj keeps torch Linear's default kaiming_uniform(a=sqrt(5)) = U(+-1/sqrt(fan_in)), bias 0;
 # MLP xavier_uniform with N(0, 1e-6) biases; head zeros; pos embedding N(0, 0.02); class token 0.

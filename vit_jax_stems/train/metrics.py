@@ -19,8 +19,8 @@ from etils import epath
 
 # Dense peak FLOP/s per JAX device for bf16 matmuls, by `device.device_kind` substring. MFU
 # divides by these; a CPU has no entry and its MFU is reported as n/a.
-# Sources: NVIDIA H100 SXM datasheet (989.4 TFLOP/s bf16 dense; SPEC.md says ~790 measured on a
-# large matmul here), NVIDIA H200 datasheet (same Hopper SXM core, 989), NVIDIA A100 datasheet
+# Sources: NVIDIA H100 SXM datasheet (989.4 TFLOP/s bf16 dense; ~790 measured on a large matmul,
+# docs/references.md#mfu-counting), NVIDIA H200 (same Hopper SXM core, 989) and A100 datasheets
 # (312); Google Cloud TPU "system architecture" pages: v3 123 TFLOP/s per chip = 2 JAX devices
 # (one per core), v4 275 per chip (1 device, megacore), v5e 197, v5p 459, v6e (Trillium) 918.
 PEAK_BF16_FLOPS = (

@@ -3,7 +3,7 @@
 Running averages of BatchNorm statistics lag behind weights that change quickly (and the EMA
 weights never saw their own statistics). pycls therefore recomputes, before each evaluation, the
 running mean and variance of every BN layer as the average over `BN.NUM_SAMPLES_PRECISE` = 8192
-training samples of the per-batch statistics, for the raw and the EMA weights (SPEC: P1 recipe).
+training samples of the per-batch statistics, for the raw and the EMA weights (pycls config).
 Only ViT_C has BatchNorm (in its conv stem); for other models this is a no-op.
 
 The batches are the next training batches of the stream, peeked and then trained on as usual
