@@ -34,7 +34,7 @@ class NonFiniteLossError(FloatingPointError):
 
 
 def check_config(config):
-  """All config checks, before anything is compiled (also used by main.py early)."""
+  """All config checks, before anything is compiled; returns the dataset info."""
   info = data.get_dataset_info(config.data)
   config_checks.check(
     config,
