@@ -20,7 +20,7 @@ def make_weights(path, num_classes, arch='vit_p_1gf', class_names=None, **overri
   """Random (not init) variables, so every logit differs; no init compile needed."""
   overrides = dict(TINY, num_classes=num_classes, **overrides)
   model = models.create_model(arch, **overrides)
-  abstract = weights.abstract_variables(model)
+  abstract = models.abstract_variables(model)
   rng = np.random.default_rng(0)
   variables = jax.tree_util.tree_map(
     lambda s: rng.normal(scale=0.5, size=s.shape).astype(np.float32), abstract

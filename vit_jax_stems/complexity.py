@@ -24,7 +24,7 @@ def xla_forward_flops(name: str, image_size: int | None = None, batch: int = 1) 
   model = models.create_model(name, **overrides)
   size = model.spec.image_size
   images = jax.ShapeDtypeStruct((batch, size, size, 3), jnp.float32)
-  variables = jax.eval_shape(lambda x: model.init(jax.random.key(0), x), images)
+  variables = models.abstract_variables(model)
   forward = jax.jit(lambda v, x: model.apply(v, x)[0])
   cost = forward.lower(variables, images).compile().cost_analysis()
   if isinstance(cost, (list, tuple)):  # older JAX returned one dict per device program

@@ -214,7 +214,7 @@ def convert_state_dict(model, state_dict: Mapping[str, Any]) -> dict:
   spec = model.spec
   key_of = _key_function(spec)
   state = {k: v for k, v in state_dict.items() if not k.endswith(_IGNORED_SUFFIXES)}
-  abstract = weights_lib.abstract_variables(model)
+  abstract = models.abstract_variables(model)
   flat, used = {}, set()
   missing, wrong_shape = [], []
   for path, leaf in jax.tree_util.tree_flatten_with_path(abstract)[0]:

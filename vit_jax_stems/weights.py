@@ -29,13 +29,6 @@ VARIABLES_DIR = 'variables'
 LABELS_TXT = 'labels.txt'
 
 
-def abstract_variables(model) -> Any:
-  """Shapes and dtypes of `model.init`'s variables, via jax.eval_shape (nothing is computed)."""
-  size = model.spec.image_size
-  images = jax.ShapeDtypeStruct((1, size, size, 3), jnp.float32)
-  return jax.eval_shape(lambda x: model.init({'params': jax.random.key(0)}, x, train=False), images)
-
-
 def _tree_shapes(tree) -> dict[str, tuple[tuple[int, ...], Any]]:
   flat = jax.tree_util.tree_flatten_with_path(tree)[0]
   return {jax.tree_util.keystr(path): (tuple(x.shape), jnp.dtype(x.dtype)) for path, x in flat}
@@ -43,7 +36,7 @@ def _tree_shapes(tree) -> dict[str, tuple[tuple[int, ...], Any]]:
 
 def check_variables(model, variables) -> None:
   """Raises ValueError listing every leaf whose presence or shape differs from `model.init`."""
-  expected = _tree_shapes(abstract_variables(model))
+  expected = _tree_shapes(models.abstract_variables(model))
   got = _tree_shapes(variables)
   missing = sorted(set(expected) - set(got))
   unexpected = sorted(set(got) - set(expected))
@@ -118,7 +111,7 @@ def load_weights(weights_dir: str, *, dtype: Any = jnp.float32):
   """
   meta = read_model_json(weights_dir)
   model = models.create_model(meta['arch'], dtype=dtype, **meta.get('overrides', {}))
-  abstract = abstract_variables(model)
+  abstract = models.abstract_variables(model)
   checkpointer = ocp.StandardCheckpointer()
   variables = checkpointer.restore(
     os.path.join(os.path.abspath(weights_dir), VARIABLES_DIR), abstract

@@ -41,14 +41,11 @@ def tiny_run_config():
 @pytest.fixture(scope='session')
 def tiny_run_state0():
   """The train state at step 0 of `tiny_run_config`, from the trainer's `make_init_fn`."""
-  from vit_jax_stems.analysis import sources  # pylint: disable=g-import-not-at-top
   from vit_jax_stems.train import train_state  # pylint: disable=g-import-not-at-top
 
   config = tiny_run_config()
-  model = sources.model_from_config(config, num_classes=10)
-  init = train_state.make_init_fn(
-    model, optax.adamw(1e-3), image_size=config.data.image_size, with_ema=True
-  )
+  model = train_state.model_from_config(config, num_classes=10)
+  init = train_state.make_init_fn(model, optax.adamw(1e-3), with_ema=True)
   return jax.device_get(jax.jit(init)(jax.random.PRNGKey(config.seed)))
 
 

@@ -4,9 +4,10 @@ import json
 
 import pytest
 
+from vit_jax_stems import mfu
 from vit_jax_stems.bench import __main__ as bench_main
 from vit_jax_stems.bench import cases as cases_lib
-from vit_jax_stems.bench import peaks, report
+from vit_jax_stems.bench import report
 
 TINY_ARGS = [
   '--override',
@@ -116,24 +117,24 @@ def test_cli_end_to_end_writes_json_with_all_fields(tmp_path):
 
 def test_mfu_by_hand_h100():
   """ViT_P-18GF (17.580 GMACs by pycls count, P1 Table 1: 17.5), batch 256, 0.1 s per step."""
-  peak, source = peaks.peak_for('NVIDIA H100 80GB HBM3', 'bfloat16')
+  peak, source = mfu.peak_for('NVIDIA H100 80GB HBM3', 'bfloat16')
   assert peak == 989.4 and 'datasheet' in source
-  flops = peaks.train_flops_per_step(17_580_000_000, 256)
+  flops = mfu.train_flops(17_580_000_000, 256)
   assert flops == 27_002_880_000_000  # 6 * 17.58e9 * 256
-  assert peaks.mfu(flops, 0.1, peak) == pytest.approx(27.00288e12 / 0.1 / 989.4e12)
-  assert peaks.mfu(flops, 0.1, peak) == pytest.approx(0.27292, abs=1e-5)
+  assert mfu.mfu(flops, 0.1, peak) == pytest.approx(27.00288e12 / 0.1 / 989.4e12)
+  assert mfu.mfu(flops, 0.1, peak) == pytest.approx(0.27292, abs=1e-5)
 
 
 def test_peak_table_lookup():
-  assert peaks.peak_for('NVIDIA H100 PCIe', 'bfloat16')[0] == 756.0
-  assert peaks.peak_for('NVIDIA H200', 'bfloat16')[0] == 989.4
-  assert peaks.peak_for('NVIDIA A100-SXM4-80GB', 'bfloat16')[0] == 312.0
-  assert peaks.peak_for('TPU v4', 'bfloat16')[0] == 275.0
-  assert peaks.peak_for('TPU v5 lite', 'bfloat16')[0] == 197.0
-  assert peaks.peak_for('TPU v4', 'float32')[0] is None
-  assert peaks.peak_for('cpu', 'float32')[0] is None
-  assert peaks.mfu(1e12, 1.0, None) is None
-  assert peaks.peak_for('cpu', 'float32', 2.0) == (
+  assert mfu.peak_for('NVIDIA H100 PCIe', 'bfloat16')[0] == 756.0
+  assert mfu.peak_for('NVIDIA H200', 'bfloat16')[0] == 989.4
+  assert mfu.peak_for('NVIDIA A100-SXM4-80GB', 'bfloat16')[0] == 312.0
+  assert mfu.peak_for('TPU v4', 'bfloat16')[0] == 275.0
+  assert mfu.peak_for('TPU v5 lite', 'bfloat16')[0] == 197.0
+  assert mfu.peak_for('TPU v4', 'float32')[0] is None
+  assert mfu.peak_for('cpu', 'float32')[0] is None
+  assert mfu.mfu(1e12, 1.0, None) is None
+  assert mfu.peak_for('cpu', 'float32', 2.0) == (
     2.0,
     pytest.approx('--peak-tflops 2 (given on the command line)'),
   )

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from vit_jax_stems import data
+from vit_jax_stems.train import sharding
 
 
 def _eval_examples(config, global_batch, process_count):
@@ -92,7 +93,7 @@ def test_global_arrays_over_fake_devices(mnist_config, num_devices):
     process_index=0,
     process_count=1,
   ):
-    arrays = data.make_global_batch(batch, mesh)
+    arrays = sharding.global_batch(batch, sharding.batch_sharding(mesh))
     assert arrays['image'].shape == (global_batch, 32, 32, 3)
     assert len(arrays['image'].sharding.device_set) == num_devices
     assert arrays['image'].addressable_shards[0].data.shape[0] == global_batch // num_devices

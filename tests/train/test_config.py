@@ -17,7 +17,7 @@ def _check(c, num_devices=8):
     num_devices=num_devices,
     num_processes=1,
     model_names=models.list_models(),
-    spec_fn=lambda: models.get_spec(c.model_name, **train_state.model_kwargs(c, 1000)),
+    spec_fn=lambda: train_state.spec_from_config(c, 1000),
   )
 
 
@@ -203,7 +203,8 @@ def test_fsdp_rule_splits_the_largest_divisible_dimension():
     'params': {'a': np.zeros((16, 6)), 'b': np.zeros((3,)), 'c': np.zeros((6, 8))},
     'step': np.zeros(()),
   }
-  sh = _flat(sharding.tree_shardings(tree, mesh, (('params/a', 'fsdp'), ('params/[bc]', 'fsdp'))))
+  rules = (('params/a', 'fsdp'), ('params/[bc]', 'fsdp'))
+  sh = _flat(sharding.tree_shardings(tree, mesh, rules, min_size_to_shard_mb=0))
   assert sh['params/a'].spec == jax.sharding.PartitionSpec('fsdp', None)
   assert sh['params/b'].spec == jax.sharding.PartitionSpec()  # 3 not divisible by 4
   assert sh['params/c'].spec == jax.sharding.PartitionSpec(None, 'fsdp')
@@ -211,3 +212,45 @@ def test_fsdp_rule_splits_the_largest_divisible_dimension():
   assert sharding.mesh_shape((('data', -1), ('fsdp', 2)), 8) == (('data', 'fsdp'), (4, 2))
   with pytest.raises(ValueError, match=r'config\.sharding_rules'):
     sharding.check_rules((('.*', 'zero3'),))
+  c = vitc.get_config('demo')
+  c.min_size_to_shard_mb = -1.0
+  with pytest.raises(ValueError, match=r'config\.min_size_to_shard_mb: must be >= 0'):
+    _check(c)
+
+
+def test_fields_come_from_the_base_config(monkeypatch):
+  """A field added to config_schema.base_config is accepted without touching config_checks; one
+  that is not there is refused, named as the user types it, at any depth (config.model is free:
+  ModelSpec checks it)."""
+  from configs import common
+  from vit_jax_stems.train import config_schema
+
+  assert common.base_config is config_schema.base_config
+  real = config_schema.base_config
+
+  def add_new_fields(c):
+    c.new_top_level_knob = 1
+    c.optimizer.new_knob = 2.0
+    c.data.augment.new_knob = True
+    return c
+
+  c = add_new_fields(vitc.get_config('demo'))
+  with pytest.raises(ValueError, match=r'Unknown config field\(s\): config\.new_top_level_knob'):
+    _check(c)
+  monkeypatch.setattr(config_schema, 'base_config', lambda: add_new_fields(real()))
+  _check(c)
+  for where in ('', 'optimizer.', 'data.', 'data.augment.', 'ema.'):
+    c = vitc.get_config('demo')
+    c.unlock()
+    node = c
+    for part in filter(None, where.split('.')):
+      node = node[part]
+    node.not_a_key = 1
+    with pytest.raises(ValueError, match=rf'Unknown config field\(s\): config\.{where}not_a_key\.'):
+      _check(c)
+  c = vitc.get_config('demo')
+  c.model.depth = 2  # any ModelSpec field
+  _check(c)
+  c.model.not_a_spec_field = 1
+  with pytest.raises(ValueError, match=r'config\.model .*not_a_spec_field'):
+    _check(c)

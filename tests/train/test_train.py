@@ -154,7 +154,8 @@ def test_saved_bn_statistics_are_precise_bn_over_the_next_training_batches(vitc_
   workdir, _ = vitc_run
   c = _vitc_config()
   info = data.get_dataset_info(c.data)
-  model, spec = train_state.build_model(c, info.num_classes)
+  model = train_state.model_from_config(c, info.num_classes)
+  spec = model.spec
   state = tiny.checkpoint_state(workdir)
   stream = data.make_train_iterator(
     c.data, global_batch_size=c.batch_size, seed=c.seed, start_step=STEPS

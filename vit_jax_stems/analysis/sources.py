@@ -12,18 +12,17 @@ device), so the optimizer is never rebuilt. Converted PyTorch weights go through
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import logging
 import os
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
 from vit_jax_stems import models
+from vit_jax_stems.train import train_state
 
 CHECKPOINTS_DIR = 'checkpoints'
 CONFIG_JSON = 'config.json'
@@ -40,11 +39,6 @@ class Run:
 
 
 # ----------------------------------------------------------------------------- configs
-def _plain(config) -> dict:
-  """A ConfigDict or dict as a plain nested dict."""
-  return config.to_dict() if hasattr(config, 'to_dict') else dict(config)
-
-
 def read_run_config(workdir: str) -> dict:
   """workdir/config.json as a dict (the trainer writes it when a run starts)."""
   path = os.path.join(workdir, CONFIG_JSON)
@@ -55,14 +49,6 @@ def read_run_config(workdir: str) -> dict:
     )
   with open(path) as f:
     return json.load(f)
-
-
-def model_from_config(config, num_classes: int, *, dtype=jnp.float32):
-  """The module of a run: `config.model_name` with `config.model` overrides at data.image_size."""
-  cfg = _plain(config)
-  overrides = dict(cfg.get('model') or {})
-  overrides['image_size'] = cfg['data']['image_size']
-  return models.create_model(cfg['model_name'], num_classes=num_classes, dtype=dtype, **overrides)
 
 
 # ----------------------------------------------------------------------------- trainer checkpoints
@@ -144,7 +130,7 @@ def from_checkpoint(
     variables['batch_stats'] = restored['batch_stats']
 
   num_classes = int(np.shape(variables['params']['head']['bias'])[0])
-  model = model_from_config(config, num_classes)
+  model = train_state.model_from_config(config, num_classes, dtype='float32')
   from vit_jax_stems import weights  # pylint: disable=g-import-not-at-top
 
   weights.check_variables(model, variables)
@@ -152,12 +138,9 @@ def from_checkpoint(
 
 
 def init_of_run(config, num_classes: int) -> Run:
-  """The run's weights at step 0, re-created as the trainer does (`train_state.make_init_fn`:
-  params key = first half of split(PRNGKey(config.seed)))."""
-  cfg = _plain(config)
-  model = model_from_config(cfg, num_classes)
-  params_rng, _ = jax.random.split(jax.random.PRNGKey(int(cfg.get('seed', 0))))
-  variables = fresh_variables(model, params_rng)
+  """The run's weights at step 0, re-created as the trainer creates them."""
+  model = train_state.model_from_config(config, num_classes, dtype='float32')
+  variables = train_state.initial_variables(model, int(config.get('seed', 0)))
   return Run(model, variables, 'step 0 (init)', 0)
 
 
@@ -170,16 +153,12 @@ def from_weights(weights_dir: str) -> Run:
   return Run(model, variables, os.path.basename(os.path.normpath(weights_dir)))
 
 
-@functools.lru_cache(maxsize=16)
-def _jitted_init(model):
-  size = model.spec.image_size
-  dummy = jnp.zeros((1, size, size, 3), jnp.float32)
-  return jax.jit(lambda k: model.init({'params': k}, dummy, train=False))
+_jitted_init = jax.jit(models.init_variables, static_argnums=0)
 
 
 def fresh_variables(model, key) -> Any:
-  """`model.init` under jit (eager init is slow), compiled once per model."""
-  return _jitted_init(model)(key)
+  """`models.init_variables` under jit (eager init is slow), compiled once per model."""
+  return _jitted_init(model, key)
 
 
 def from_arch(arch: str, *, seed: int = 0, **overrides: Any) -> Run:

@@ -13,6 +13,7 @@ import datetime
 import json
 import sys
 
+from vit_jax_stems import models
 from vit_jax_stems.bench import cases as cases_lib
 from vit_jax_stems.bench import timm_peer
 
@@ -28,7 +29,7 @@ def parse_args(argv):
   p.add_argument('--warmup', type=int, default=2, help='Untimed steps after compilation.')
   p.add_argument(
     '--dtype',
-    choices=('float32', 'bfloat16'),
+    choices=tuple(models.COMPUTE_DTYPES),
     default='float32',
     help='Compute dtype (parameters and optimizer stay float32).',
   )
@@ -141,11 +142,14 @@ def main(argv=None) -> dict:
   import flax  # pylint: disable=g-import-not-at-top
   import jax  # pylint: disable=g-import-not-at-top
 
-  from vit_jax_stems.bench import gpsa_paths, jax_bench, peaks, report  # pylint: disable=g-import-not-at-top
+  from vit_jax_stems import mfu  # pylint: disable=g-import-not-at-top
+  from vit_jax_stems.bench import gpsa_paths, jax_bench, report  # pylint: disable=g-import-not-at-top
 
   device = jax.devices()[0]
   attention = jax_bench.resolve_attention(args.attention, device.platform, args.dtype)
-  peak_tflops, peak_source = peaks.peak_for(device.device_kind, args.dtype, args.peak_tflops)
+  peak_tflops, peak_source = mfu.peak_for(device.device_kind, args.dtype, args.peak_tflops)
+  if peak_tflops is None:
+    peak_source += '; pass --peak-tflops to state a nominal one'
   settings = jax_bench.Settings(
     batch_size=args.batch_size,
     steps=args.steps,

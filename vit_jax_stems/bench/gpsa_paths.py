@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from vit_jax_stems import models
-from vit_jax_stems.bench.jax_bench import DTYPES, bench_key
+from vit_jax_stems.bench.jax_bench import bench_key
 from vit_jax_stems.models.spec import ModelSpec
 
 
@@ -29,13 +29,13 @@ def compare_paths(
   The weights are moved off their init first (GPSA's init makes v the identity and every gate
   sigmoid(1)): small noise on every parameter, so that no term can hide behind a symmetric init.
   """
-  model = models.VisionTransformer(spec, dtype=DTYPES[dtype])
+  model = models.VisionTransformer(spec, dtype=models.compute_dtype(dtype))
 
   @jax.jit
   def perturbed_variables_and_images(key):
     key_init, key_noise, key_images = jax.random.split(key, 3)
     images = jax.random.normal(key_images, (batch_size, spec.image_size, spec.image_size, 3))
-    variables = model.init({'params': key_init}, images, train=False)
+    variables = models.init_variables(model, key_init)
     leaves, treedef = jax.tree.flatten(variables['params'])
     keys = jax.random.split(key_noise, len(leaves))
     noisy = [p + 0.05 * jax.random.normal(k, p.shape, p.dtype) for p, k in zip(leaves, keys)]
@@ -47,7 +47,9 @@ def compare_paths(
     logits, out = model.apply(variables, images, train=False, return_attention=explicit)
     return logits, out['pre_logits'].astype(jnp.float32)
 
-  fast_model = models.VisionTransformer(spec, dtype=DTYPES[dtype], attention_impl=attention)
+  fast_model = models.VisionTransformer(
+    spec, dtype=models.compute_dtype(dtype), attention_impl=attention
+  )
   fast = jax.jit(
     lambda v, x: (lambda logits, o: (logits, o['pre_logits'].astype(jnp.float32)))(
       *fast_model.apply(v, x, train=False)

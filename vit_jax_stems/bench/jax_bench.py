@@ -23,8 +23,7 @@ import optax
 
 from vit_jax_stems import models
 from vit_jax_stems.bench.cases import Case
-
-DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
+from vit_jax_stems.train import train_state
 
 
 def bench_key(seed: int) -> jax.Array:
@@ -154,7 +153,7 @@ def resolve_attention(requested: str, platform: str, dtype: str) -> str:
   """'auto' -> what the models would pick (models.default_attention_impl), spelled out."""
   if requested != 'auto':
     return requested
-  return models.default_attention_impl(platform, DTYPES[dtype]) or 'xla'
+  return models.default_attention_impl(platform, models.compute_dtype(dtype)) or 'xla'
 
 
 def _lower_and_compile(build, args, attention: str, row: dict):
@@ -184,32 +183,14 @@ def run_case(case: Case, settings: Settings) -> dict[str, Any]:
   """Compiles and times the train and inference steps of `case`; returns one result row."""
   spec = case.spec
   s = settings
-  model = models.VisionTransformer(spec, dtype=DTYPES[s.dtype])
+  model = models.VisionTransformer(spec, dtype=models.compute_dtype(s.dtype))
   tx = make_optimizer()
   batch = synthetic_batch(s.batch_size, spec.image_size, spec.num_classes, s.seed)
   device = jax.devices()[0]
-
-  @jax.jit
-  def init(key):
-    params_key, rng = jax.random.split(key)
-    variables = model.init(
-      {'params': params_key}, jnp.zeros((1, spec.image_size, spec.image_size, 3)), train=False
-    )
-    params = variables['params']
-    return {
-      'step': jnp.zeros((), jnp.int32),
-      'rng': rng,
-      'params': params,
-      'batch_stats': variables.get('batch_stats', {}),
-      'opt_state': tx.init(params),
-    }
-
-  state = init(bench_key(s.seed))
-  eval_variables = {'params': state['params']}
-  if state['batch_stats']:
-    eval_variables['batch_stats'] = state['batch_stats']
+  # The trainer's state without EMA: {'step', 'rng', 'params', 'batch_stats', 'opt_state'}.
+  state = jax.jit(train_state.make_init_fn(model, tx, with_ema=False))(bench_key(s.seed))
   # A copy for inference: the train state's buffers are donated to the first train step.
-  eval_variables = jax.tree.map(jnp.copy, eval_variables)
+  eval_variables = jax.tree.map(jnp.copy, train_state.variables_of(state, 'params'))
 
   row: dict[str, Any] = {
     'case': case.label,
@@ -229,7 +210,7 @@ def run_case(case: Case, settings: Settings) -> dict[str, Any]:
   def model_with(attention, remat):
     return models.VisionTransformer(
       spec,
-      dtype=DTYPES[s.dtype],
+      dtype=models.compute_dtype(s.dtype),
       attention_impl=attention,
       remat_policy=None if remat == 'none' else remat,
     )

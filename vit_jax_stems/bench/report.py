@@ -5,18 +5,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from vit_jax_stems.bench import peaks
+from vit_jax_stems import mfu
 
 MIB = 2**20
 
 
 def add_mfu(row: dict, peak_tflops: float | None) -> None:
-  row['train_flops_per_step'] = peaks.train_flops_per_step(row['macs_per_image'], row['batch_size'])
-  row['infer_flops_per_step'] = peaks.inference_flops_per_step(
-    row['macs_per_image'], row['batch_size']
-  )
-  row['train_mfu'] = peaks.mfu(row['train_flops_per_step'], row['train_step_s'], peak_tflops)
-  row['infer_mfu'] = peaks.mfu(row['infer_flops_per_step'], row['infer_step_s'], peak_tflops)
+  macs, batch = row['macs_per_image'], row['batch_size']
+  row['train_flops_per_step'] = mfu.train_flops(macs, batch)
+  row['infer_flops_per_step'] = mfu.inference_flops(macs, batch)
+  row['train_mfu'] = mfu.mfu(row['train_flops_per_step'], row['train_step_s'], peak_tflops)
+  row['infer_mfu'] = mfu.mfu(row['infer_flops_per_step'], row['infer_step_s'], peak_tflops)
 
 
 def comparisons(rows: list[dict], peer_of: dict[str, dict]) -> list[dict[str, Any]]:

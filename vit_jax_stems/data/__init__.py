@@ -36,14 +36,6 @@ from vit_jax_stems.data.pipeline import (
   make_train_iterator,
 )
 
-
-def make_global_batch(batch, mesh, axis='data'):
-  """See global_batch.make_global_batch (imported lazily: jax is not needed to build the pipeline)."""
-  from vit_jax_stems.data import global_batch
-
-  return global_batch.make_global_batch(batch, mesh, axis)
-
-
 __all__ = [
   'IMAGENET_MEAN',
   'IMAGENET_STD',
@@ -55,7 +47,6 @@ __all__ = [
   'get_dataset_info',
   'make_eval_dataset',
   'make_eval_iterator',
-  'make_global_batch',
   'make_train_dataset',
   'make_train_iterator',
   'mnist5k',

@@ -2,7 +2,7 @@
 
 Multi-host: each process reads its own contiguous share of the split (tfds.split_for_jax_process /
 even_splits) and yields batches of global_batch_size / process_count; the trainer assembles global
-arrays (see `global_batch.make_global_batch`).
+arrays (`vit_jax_stems.train.sharding.global_batch`).
 
 Determinism and resume (the stream is a pure function of seed, process and step):
   * the process's share is read in the fixed on-disk order (TFDS shuffles examples when it writes

@@ -17,6 +17,18 @@ from vit_jax_stems.models.vit import REMAT_POLICIES, VisionTransformer
 
 _REGISTRY: dict[str, ModelSpec] = {}
 
+# The compute dtypes a model runs in, by the name configs and command lines use (parameters stay
+# float32 whatever the compute dtype).
+COMPUTE_DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
+
+
+def compute_dtype(dtype: Any) -> jnp.dtype:
+  """A name of COMPUTE_DTYPES, or one of its dtypes -> the jnp dtype; anything else is an error."""
+  name = dtype if isinstance(dtype, str) else jnp.dtype(dtype).name
+  if name not in COMPUTE_DTYPES:
+    raise ValueError(f'dtype={dtype!r}: use one of {tuple(COMPUTE_DTYPES)}.')
+  return jnp.dtype(COMPUTE_DTYPES[name])
+
 
 def register(name: str, spec: ModelSpec) -> None:
   if name in _REGISTRY:
@@ -45,13 +57,12 @@ def create_model(
 ) -> VisionTransformer:
   """A Flax module for model `name`; `overrides` replace spec fields (num_classes, image_size...).
 
-  `dtype` is the compute dtype (float32 or bfloat16); parameters are always float32.
+  `dtype` is the compute dtype, a name of COMPUTE_DTYPES or its jnp dtype; parameters are always
+  float32.
   `attention_impl`: None/'xla' or 'cudnn' (see attention.default_attention_impl);
   `remat_policy`: None or one of vit.REMAT_POLICIES, to trade compute for activation memory.
   """
-  dtype = jnp.dtype(dtype)
-  if dtype not in (jnp.dtype(jnp.float32), jnp.dtype(jnp.bfloat16)):
-    raise ValueError(f'dtype={dtype}: use float32 or bfloat16.')
+  dtype = compute_dtype(dtype)
   if attention_impl not in ATTENTION_IMPLS:
     raise ValueError(f'attention_impl={attention_impl!r}: use one of {ATTENTION_IMPLS}.')
   if remat_policy is not None and remat_policy not in REMAT_POLICIES:

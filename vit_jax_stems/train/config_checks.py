@@ -7,77 +7,30 @@ machine (batch not divisible by the devices, a mesh that does not fit).
 """
 
 import jax
+import ml_collections
 
-from vit_jax_stems.train import device_augment, durations, optimizer, sharding
+from vit_jax_stems import models
+from vit_jax_stems.train import config_schema, device_augment, durations, optimizer, sharding
 
-# The fields a training config may have (see configs/common.py for what each means).
-TOP_LEVEL = {
-  'model_name',
-  'model',
-  'dtype',
-  'init_weights',
-  'seed',
-  'data',
-  'batch_size',
-  'eval_batch_size',
-  'num_devices',
-  'total_steps',
-  'total_epochs',
-  'total_examples',
-  'optimizer',
-  'schedule',
-  'ema',
-  'mesh',
-  'sharding_rules',
-  'log_every_steps',
-  'eval_every_steps',
-  'eval_every_epochs',
-  'checkpoint_every_steps',
-  'checkpoint_every_epochs',
-  'keep_checkpoints',
-  'async_checkpoints',
-  'profile_first_step',
-  'profile_num_steps',
-  'precise_bn_samples',
-}
-SUB_FIELDS = {
-  'optimizer': {
-    'name',
-    'lr',
-    'lr_base_batch',
-    'weight_decay',
-    'wd_mask',
-    'b1',
-    'b2',
-    'eps',
-    'momentum',
-    'nesterov',
-    'grad_clip_norm',
-    'accum_steps',
-  },
-  'schedule': {
-    'name',
-    'per_epoch',
-    'warmup_steps',
-    'warmup_epochs',
-    'warmup_examples',
-    'warmup_factor',
-    'warmup_lr',
-    'min_lr_factor',
-    'min_lr',
-  },
-  'ema': {'enabled', 'period', 'alpha'},
-}
-DTYPES = ('float32', 'bfloat16')
+# Sections whose keys are free: config.model holds ModelSpec overrides, which the model's own
+# validation checks (`spec_fn` below) instead of the defaults of config_schema.
+FREE_FORM = ('config.model',)
 
 
-def _unknown(cfg, allowed, where):
-  extra = sorted(set(cfg.keys()) - allowed)
+def _check_fields(config, schema, where='config'):
+  """Every field of `config` must exist in `schema` (config_schema.base_config), recursively; a
+  field added there is accepted here without any edit."""
+  extra = sorted(set(config.keys()) - set(schema.keys()))
   if extra:
     raise ValueError(
       f'Unknown config field(s): {", ".join(f"{where}.{k}" for k in extra)}. '
-      f'Known: {", ".join(sorted(allowed))}.'
+      f'Known: {", ".join(sorted(schema.keys()))}.'
     )
+  for key, default in schema.items():
+    value, field = config.get(key), f'{where}.{key}'
+    is_section = isinstance(default, ml_collections.ConfigDict)
+    if is_section and isinstance(value, ml_collections.ConfigDict) and field not in FREE_FORM:
+      _check_fields(value, default, field)
 
 
 def _require(cond, field, msg):
@@ -98,9 +51,7 @@ def check(config, *, num_devices=None, num_processes=None, model_names=None, spe
         f'must be in [1, {num_devices}] (the devices of this machine).',
       )
       num_devices = config.num_devices
-  _unknown(config, TOP_LEVEL, 'config')
-  for name, allowed in SUB_FIELDS.items():
-    _unknown(config[name], allowed, f'config.{name}')
+  _check_fields(config, config_schema.base_config())
 
   if model_names is not None:
     _require(
@@ -119,7 +70,11 @@ def check(config, *, num_devices=None, num_processes=None, model_names=None, spe
       spec_fn()
     except (TypeError, ValueError) as e:
       raise ValueError(f'config.model (ModelSpec overrides {dict(config.model)}): {e}') from e
-  _require(config.dtype in DTYPES, 'dtype', f'{config.dtype!r} is not one of {DTYPES}.')
+  _require(
+    config.dtype in models.COMPUTE_DTYPES,
+    'dtype',
+    f'{config.dtype!r} is not one of {tuple(models.COMPUTE_DTYPES)}.',
+  )
 
   # Batch sizes: the batch is split over every device and every process.
   accum = config.optimizer.accum_steps
@@ -151,6 +106,11 @@ def check(config, *, num_devices=None, num_processes=None, model_names=None, spe
 
   sharding.mesh_shape(config.mesh, num_devices)
   sharding.check_rules(config.sharding_rules)
+  _require(
+    config.min_size_to_shard_mb >= 0,
+    'min_size_to_shard_mb',
+    f'must be >= 0 (0: split every leaf the rules allow), got {config.min_size_to_shard_mb}.',
+  )
 
   opt = config.optimizer
   _require(

@@ -13,7 +13,14 @@ import jax
 import jax.numpy as jnp
 
 from vit_jax_stems import data
-from vit_jax_stems.train import sharding, steps
+from vit_jax_stems.train import (
+  checkpointing,
+  pretrained,
+  run_setup,
+  sharding,
+  steps,
+  train_state,
+)
 
 
 class Evaluator:
@@ -47,25 +54,25 @@ class Evaluator:
 
 def run(config, workdir, *, split=None):
   """`--mode eval`: the workdir's latest checkpoint, else `config.init_weights`."""
-  # Imported here: the trainer imports this module for `Evaluator`.
-  from vit_jax_stems.train import checkpointing, pretrained, train_state, trainer
-
   split = split or config.data.eval_split
   info = data.get_dataset_info(config.data)
-  mesh = sharding.make_mesh(config.mesh, trainer.devices_for(config))
   ckpt = checkpointing.Checkpointer(f'{workdir}/checkpoints', keep=config.keep_checkpoints)
   step = ckpt.latest_step()
   if step is not None:
-    model, state = trainer.restore_for_eval(config, info, mesh, ckpt)
+    setup = run_setup.make_run_setup(config, info)
+    model, mesh = setup.model, setup.mesh
+    state = ckpt.restore(checkpointing.abstract_like(setup.abstract_state, setup.state_shardings))
     variables = {'params': train_state.variables_of(state, 'params')}
     if 'ema' in state:
       variables['ema'] = train_state.variables_of(state, 'ema')
     source = f'checkpoint step {step} in {workdir}'
   elif config.init_weights:
     model, loaded = pretrained.load(config.init_weights)
-    variables = {
-      'params': jax.device_put(loaded, sharding.tree_shardings(loaded, mesh, config.sharding_rules))
-    }
+    mesh = run_setup.make_mesh(config)
+    shardings = sharding.tree_shardings(
+      loaded, mesh, config.sharding_rules, min_size_to_shard_mb=config.min_size_to_shard_mb
+    )
+    variables = {'params': jax.device_put(loaded, shardings)}
     source = f'converted weights {config.init_weights}'
   else:
     raise ValueError(

@@ -1,52 +1,17 @@
-"""Metric output: clu writers (TensorBoard + metrics.jsonl), progress lines, throughput and MFU.
+"""Metric output: clu writers (TensorBoard + metrics.jsonl) and progress lines.
 
 metrics.jsonl holds one JSON object per line, always with "step", so a run can be read back
-without TensorBoard (tests and plots do). Only process 0 writes files.
-
-clu's writers and periodic actions import TensorFlow and TensorBoard; they are imported lazily
-so that training works on an image without TensorFlow (metrics.jsonl and the progress lines
-then carry everything, and the profiler hook falls back to jax.profiler).
+without TensorBoard (tests and plots do). Only process 0 writes files. clu's writers and
+periodic actions import TensorFlow and TensorBoard, so they are imported where they are made.
+MFU: `vit_jax_stems.mfu`.
 """
 
-import contextlib
 import json
-import logging
 import time
 
 import jax
 import numpy as np
 from etils import epath
-
-# Dense peak FLOP/s per JAX device for bf16 matmuls, by `device.device_kind` substring. MFU
-# divides by these; a CPU has no entry and its MFU is reported as n/a.
-# Sources: NVIDIA H100 SXM datasheet (989.4 TFLOP/s bf16 dense; ~790 measured on a large matmul,
-# docs/references.md#mfu-counting), NVIDIA H200 (same Hopper SXM core, 989) and A100 datasheets
-# (312); Google Cloud TPU "system architecture" pages: v3 123 TFLOP/s per chip = 2 JAX devices
-# (one per core), v4 275 per chip (1 device, megacore), v5e 197, v5p 459, v6e (Trillium) 918.
-PEAK_BF16_FLOPS = (
-  ('H100', 989.4e12, 'NVIDIA H100 SXM datasheet, bf16 dense'),
-  ('H200', 989.4e12, 'NVIDIA H200 datasheet, bf16 dense'),
-  ('A100', 312e12, 'NVIDIA A100 datasheet, bf16 dense'),
-  ('TPU v3', 61.5e12, 'Cloud TPU docs: 123 TFLOP/s per v3 chip, 2 cores'),
-  ('TPU v4', 275e12, 'Cloud TPU docs: v4 chip'),
-  ('TPU v5 lite', 197e12, 'Cloud TPU docs: v5e chip'),
-  ('TPU v5e', 197e12, 'Cloud TPU docs: v5e chip'),
-  ('TPU v5', 459e12, 'Cloud TPU docs: v5p chip'),
-  ('TPU v6 lite', 918e12, 'Cloud TPU docs: v6e chip'),
-)
-
-
-def peak_flops_per_device(device_kind):
-  """(peak bf16 FLOP/s, source) for a device kind, or (None, reason) when unknown (CPU)."""
-  for key, peak, source in PEAK_BF16_FLOPS:
-    if key.lower() in device_kind.lower():
-      return peak, source
-  return None, f'no peak known for device kind {device_kind!r}: MFU n/a'
-
-
-def train_flops_per_image(macs_per_image):
-  """6 x MACs: the forward pass is 2 FLOPs per MAC, the backward about twice the forward."""
-  return 6.0 * macs_per_image
 
 
 class JsonlWriter:
@@ -106,25 +71,22 @@ def create_writer(workdir):
   """metrics.jsonl + clu's TensorBoard SummaryWriter on process 0; nothing elsewhere."""
   if jax.process_index() != 0:
     return Writers([])
-  writers = [JsonlWriter(epath.Path(workdir) / 'metrics.jsonl')]
-  try:
-    from clu import metric_writers  # pylint: disable=g-import-not-at-top
+  from clu import metric_writers  # pylint: disable=g-import-not-at-top
 
-    writers.append(metric_writers.SummaryWriter(str(epath.Path(workdir) / 'tensorboard')))
-  except ImportError as e:
-    logging.warning('No TensorBoard summaries (%s); metrics.jsonl only.', e)
-  return Writers(writers)
+  return Writers(
+    [
+      JsonlWriter(epath.Path(workdir) / 'metrics.jsonl'),
+      metric_writers.SummaryWriter(str(epath.Path(workdir) / 'tensorboard')),
+    ]
+  )
 
 
 def periodic_hooks(workdir, *, total_steps, every_steps, profile_first_step, profile_steps):
   """clu periodic actions called with the step after every train step: ReportProgress (steps/s,
   ETA in the work-unit notes and logs, `timed` sections) and, when asked, Profile (a
   jax.profiler trace of `profile_steps` steps from `profile_first_step` into workdir)."""
-  try:
-    from clu import periodic_actions  # pylint: disable=g-import-not-at-top
-  except ImportError as e:
-    logging.warning('clu periodic actions unavailable (%s).', e)
-    return _NullReport(), []
+  from clu import periodic_actions  # pylint: disable=g-import-not-at-top
+
   report = periodic_actions.ReportProgress(
     num_train_steps=total_steps, every_steps=every_steps, every_secs=None
   )
@@ -140,16 +102,6 @@ def periodic_hooks(workdir, *, total_steps, every_steps, profile_first_step, pro
       )
     )
   return report, hooks
-
-
-class _NullReport:
-  def __call__(self, step):
-    pass
-
-  @contextlib.contextmanager
-  def timed(self, name):
-    del name
-    yield
 
 
 def read_jsonl(path):

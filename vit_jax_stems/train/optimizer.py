@@ -65,10 +65,6 @@ def make_lr_schedule(sched_cfg, *, peak_lr, steps_per_epoch, total_steps, warmup
   return schedule
 
 
-def _path_str(path):
-  return '/'.join(str(p) for p in path)
-
-
 def weight_decay_mask(kind, params):
   """A pytree of bools: True where weight decay applies, per recipe `kind` (see module doc)."""
   flat = traverse_util.flatten_dict(params)

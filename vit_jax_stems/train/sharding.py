@@ -9,9 +9,14 @@ match wins, unmatched leaves are replicated. Strategies:
 - 'replicate': a full copy on every device.
 - 'fsdp': split the largest dimension divisible by the size of the 'fsdp' axis over that axis
   (ZeRO-3 style: parameters, optimizer moments and EMA split; XLA inserts the all-gathers).
-  Leaves with no such dimension are replicated.
+  Leaves of at most `config.min_size_to_shard_mb` MiB (big_vision `big_vision/sharding.py`
+  fsdp(min_size_to_shard_mb=4): gathering a small leaf costs more than keeping a copy) and
+  leaves with no such dimension are replicated.
+`plan_leaves` says where each leaf goes and why; the run logs it once (`describe`).
 """
 
+import dataclasses
+import functools
 import re
 
 import jax
@@ -87,27 +92,98 @@ def path_name(path):
   return '/'.join(parts)
 
 
-def _spec(strategy, shape, mesh):
-  if strategy == 'fsdp' and 'fsdp' in mesh.shape and mesh.shape['fsdp'] > 1:
-    n = mesh.shape['fsdp']
-    for axis in np.argsort(shape)[::-1]:
-      if shape[axis] % n == 0 and shape[axis] >= n:
-        spec = [None] * len(shape)
-        spec[axis] = 'fsdp'
-        return P(*spec)
-  return P()
+# Why a leaf is replicated, as the run's log says it.
+BY_RULE = "by rule ('replicate' or no rule matched)"
+NO_FSDP_AXIS = 'the fsdp axis has size 1'
+SMALL = 'at most min_size_to_shard_mb'
+INDIVISIBLE = 'no dimension divisible by the fsdp axis size'
 
 
-def tree_shardings(abstract_tree, mesh, rules):
-  """NamedSharding for every leaf of `abstract_tree` (arrays or ShapeDtypeStructs)."""
+@dataclasses.dataclass(frozen=True)
+class LeafPlan:
+  """Where one leaf of the state lives: `spec` over the mesh, and why it is replicated if it is."""
+
+  name: str
+  shape: tuple[int, ...]
+  nbytes: int
+  spec: P
+  replicated_because: str | None  # None: split over the fsdp axis
+
+
+def _plan(name, strategy, leaf, mesh, min_size_to_shard_mb):
+  shape = tuple(np.shape(leaf))
+  nbytes = int(np.prod(shape, dtype=np.int64)) * np.dtype(leaf.dtype).itemsize
+  replicated = functools.partial(LeafPlan, name, shape, nbytes, P())
+  n = mesh.shape.get('fsdp', 1)
+  if strategy != 'fsdp':
+    return replicated(BY_RULE)
+  if n == 1:
+    return replicated(NO_FSDP_AXIS)
+  if nbytes <= min_size_to_shard_mb * 2**20:
+    return replicated(SMALL)
+  for axis in np.argsort(shape)[::-1]:
+    if shape[axis] % n == 0 and shape[axis] >= n:
+      spec = [None] * len(shape)
+      spec[axis] = 'fsdp'
+      return LeafPlan(name, shape, nbytes, P(*spec), None)
+  return replicated(INDIVISIBLE)
+
+
+def plan_leaves(abstract_tree, mesh, rules, *, min_size_to_shard_mb):
+  """A LeafPlan for every leaf of `abstract_tree` (arrays or ShapeDtypeStructs), same structure."""
   compiled = [(re.compile(p), s) for p, s in rules]
 
   def one(path, leaf):
     name = path_name(path)
     strategy = next((s for r, s in compiled if r.search(name)), 'replicate')
-    return NamedSharding(mesh, _spec(strategy, tuple(np.shape(leaf)), mesh))
+    return _plan(name, strategy, leaf, mesh, min_size_to_shard_mb)
 
   return jax.tree_util.tree_map_with_path(one, abstract_tree)
+
+
+def _is_plan(x):
+  return isinstance(x, LeafPlan)
+
+
+def shardings_of(plans, mesh):
+  """The NamedSharding tree of a `plan_leaves` tree."""
+  return jax.tree_util.tree_map(lambda p: NamedSharding(mesh, p.spec), plans, is_leaf=_is_plan)
+
+
+def tree_shardings(abstract_tree, mesh, rules, *, min_size_to_shard_mb):
+  """NamedSharding for every leaf of `abstract_tree` (arrays or ShapeDtypeStructs)."""
+  plans = plan_leaves(abstract_tree, mesh, rules, min_size_to_shard_mb=min_size_to_shard_mb)
+  return shardings_of(plans, mesh)
+
+
+def describe(plans, mesh, *, min_size_to_shard_mb):
+  """The lines the run logs once: which leaves were split over which axis, which could not be."""
+  leaves = jax.tree_util.tree_leaves(plans, is_leaf=_is_plan)
+  groups = {}
+  for p in leaves:
+    groups.setdefault(p.replicated_because, []).append(p)
+
+  def count(ps):
+    noun = 'leaf' if len(ps) == 1 else 'leaves'
+    return f'{len(ps)} {noun} ({sum(p.nbytes for p in ps) / 2**20:.2f} MiB)'
+
+  split = groups.pop(None, [])
+  reasons = '; '.join(
+    f'{count(ps)} {why}' + (f'={min_size_to_shard_mb:g}' if why == SMALL else '')
+    for why, ps in groups.items()
+  )
+  lines = [
+    f'Train state over mesh {dict(mesh.shape)}: {count(split)} split over fsdp'
+    + (f'; replicated: {reasons}' if reasons else '')
+    + '.'
+  ]
+  for p in split:
+    dim = list(p.spec).index('fsdp')
+    lines.append(f'  split over fsdp along dimension {dim}: {p.name} {p.shape}')
+  for p in groups.get(INDIVISIBLE, []):
+    size = mesh.shape['fsdp']
+    lines.append(f'  could not be split (no dimension divisible by {size}): {p.name} {p.shape}')
+  return lines
 
 
 def batch_sharding(mesh):

@@ -1,12 +1,11 @@
 """The trainer: one run of `main.py --mode train`, readable top to bottom.
 
-Sections follow the data flow: checks and durations, mesh, model and optimizer, sharding and
-state, update step, checkpoint load (resume / converted weights), input, evaluators and
-writers, loop. Everything that runs per step is a pure function under jax.jit; Python only
+Sections follow the data flow: checks; mesh, model, durations, optimizer and the sharded
+state (`run_setup.py`, shared with `--mode eval`); update step; checkpoint load (resume /
+converted weights); input; evaluators and writers; loop. Everything that runs per step is a pure function under jax.jit; Python only
 decides when to log, evaluate, save and stop.
 """
 
-import dataclasses
 import logging
 import time
 
@@ -14,109 +13,33 @@ import jax
 import numpy as np
 from etils import epath
 
-from vit_jax_stems import data, models
+from vit_jax_stems import data, mfu, models
 from vit_jax_stems.train import (
   checkpointing,
   config_checks,
   device_augment,
-  durations,
   evaluate,
   metrics,
   precise_bn,
   pretrained,
+  run_setup,
   sharding,
   steps,
   train_state,
 )
-from vit_jax_stems.train import optimizer as optimizer_lib
 
 
 class NonFiniteLossError(FloatingPointError):
   """The loss or the gradients became NaN/inf; the run stopped without saving that state."""
 
 
-@dataclasses.dataclass(frozen=True)
-class Plan:
-  """Every duration of the run in steps (a step = one micro-batch; = one update unless
-  gradients are accumulated over `accum` micro-batches)."""
-
-  accum: int
-  micro_batch: int
-  steps_per_epoch: int  # optimizer updates per epoch
-  total_updates: int
-  warmup_updates: int
-  total_steps: int
-  log_every: int
-  eval_every: int
-  checkpoint_every: int
-
-  @property
-  def total_epochs(self):
-    return self.total_updates / self.steps_per_epoch
-
-
-def make_plan(config, num_train_examples):
-  """Epochs / steps / examples -> steps, in one place (durations.to_steps)."""
-  accum = config.optimizer.accum_steps
-  spe = max(1, num_train_examples // config.batch_size)  # pycls/DeiT drop the last partial batch
-  kw = dict(steps_per_epoch=spe, batch_size=config.batch_size)
-  total = durations.to_steps(config, 'total', **kw)
-  warmup = durations.to_steps(config.schedule, 'warmup', default=0, where='config.schedule', **kw)
-  return Plan(
-    accum=accum,
-    micro_batch=config.batch_size // accum,
-    steps_per_epoch=spe,
-    total_updates=total,
-    warmup_updates=warmup,
-    total_steps=total * accum,
-    log_every=config.log_every_steps,
-    eval_every=durations.to_steps(config, 'eval_every', default=0, **kw) * accum,
-    checkpoint_every=durations.to_steps(config, 'checkpoint_every', default=0, **kw) * accum,
-  )
-
-
-def setup(config, info, mesh):
-  """Model, optimizer, plan, init fn and the sharded abstract state (shared with eval mode)."""
-  model, spec = train_state.build_model(config, info.num_classes)
-  plan = make_plan(config, info.num_train_examples)
-  peak_lr = optimizer_lib.base_lr(config.optimizer, config.batch_size)
-  lr_schedule = optimizer_lib.make_lr_schedule(
-    config.schedule,
-    peak_lr=peak_lr,
-    steps_per_epoch=plan.steps_per_epoch,
-    total_steps=plan.total_updates,
-    warmup_steps=plan.warmup_updates,
-  )
-  tx = optimizer_lib.make_optimizer(config.optimizer, lr_schedule)
-  init_fn = train_state.make_init_fn(
-    model, tx, image_size=config.data.image_size, with_ema=config.ema.enabled
-  )
-  abstract = jax.eval_shape(init_fn, jax.random.PRNGKey(config.seed))
-  shardings = sharding.tree_shardings(abstract, mesh, config.sharding_rules)
-  return model, spec, plan, lr_schedule, tx, init_fn, abstract, shardings
-
-
-def devices_for(config):
-  """All devices, or the first `config.num_devices` (single-process tests and debugging)."""
-  if config.get('num_devices') is None:
-    return None
-  return jax.devices()[: config.num_devices]
-
-
-def restore_for_eval(config, info, mesh, ckpt):
-  model, *_, abstract, shardings = setup(config, info, mesh)
-  return model, ckpt.restore(checkpointing.abstract_like(abstract, shardings))
-
-
 def check_config(config):
-  """All config checks, before anything is compiled (also used by main.py early)."""
+  """All config checks, before anything is compiled; returns the dataset info."""
   info = data.get_dataset_info(config.data)
   config_checks.check(
     config,
     model_names=models.list_models(),
-    spec_fn=lambda: models.get_spec(
-      config.model_name, **train_state.model_kwargs(config, info.num_classes)
-    ),
+    spec_fn=lambda: train_state.spec_from_config(config, info.num_classes),
   )
   return info
 
@@ -137,21 +60,19 @@ def train_and_evaluate(config, workdir):
     jax.process_count(),
   )
 
-  # ------------------------------------------------------------------ Mesh
-  mesh = sharding.make_mesh(config.mesh, devices_for(config))
-  batch_sharding = sharding.batch_sharding(mesh)
+  # ------------------------------------------------------------------ Mesh, model, optimizer, state
+  setup = run_setup.make_run_setup(config, info)
+  mesh, model, spec, plan = setup.mesh, setup.model, setup.spec, setup.plan
+  state_shardings, batch_sharding = setup.state_shardings, setup.batch_sharding
   replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
-
-  # ------------------------------------------------------------------ Model, optimizer, state
-  model, spec, plan, lr_schedule, tx, init_fn, abstract, state_shardings = setup(config, info, mesh)
   logging.info('Plan: %s', plan)
   macs = models.complexity.count(spec)['flops']
-  peak, peak_source = metrics.peak_flops_per_device(jax.devices()[0].device_kind)
+  peak, peak_source = mfu.peak_for(jax.devices()[0].device_kind, config.dtype)
 
   # ------------------------------------------------------------------ Update step
   augment = device_augment.DeviceAugment.from_config(config.data, info.num_classes)
   train_step = jax.jit(
-    steps.make_train_step(model, tx, lr_schedule, plan, config.ema, augment),
+    steps.make_train_step(model, setup.tx, setup.lr_schedule, plan, config.ema, augment),
     in_shardings=(state_shardings, batch_sharding),
     out_shardings=(state_shardings, replicated),
     donate_argnums=(0,),
@@ -163,9 +84,9 @@ def train_and_evaluate(config, workdir):
   )
   if ckpt.latest_step() is not None:
     logging.info('Resuming from checkpoint step %d in %s', ckpt.latest_step(), ckpt.directory)
-    state = ckpt.restore(checkpointing.abstract_like(abstract, state_shardings))
+    state = ckpt.restore(checkpointing.abstract_like(setup.abstract_state, state_shardings))
   else:
-    state = jax.jit(init_fn, out_shardings=state_shardings)(jax.random.PRNGKey(config.seed))
+    state = jax.jit(setup.init_fn, out_shardings=state_shardings)(jax.random.PRNGKey(config.seed))
     if config.init_weights:
       state = _start_from_converted(state, config.init_weights, state_shardings)
   start_step = int(jax.device_get(state['step']))
@@ -284,9 +205,8 @@ def train_and_evaluate(config, workdir):
           }
         )
         if peak:
-          row['train/mfu'] = (
-            metrics.train_flops_per_image(macs) * img_s / (peak * jax.device_count())
-          )
+          images = (step - s_window) * plan.micro_batch
+          row['train/mfu'] = mfu.mfu(mfu.train_flops(macs, images), dt, peak, jax.device_count())
         writer.write_scalars(step, row)
         shown = dict(means, **{'img/s': img_s, 'MFU': row.get('train/mfu', 'n/a')})
         progress(step, shown)
