@@ -8,7 +8,8 @@ machine (batch not divisible by the devices, a mesh that does not fit).
 
 import jax
 
-from vit_jax_stems.train import device_augment, durations, optimizer, sharding
+from vit_jax_stems.data import device_augment
+from vit_jax_stems.train import durations, optimizer, sharding
 
 # The fields a training config may have (see configs/common.py for what each means).
 TOP_LEVEL = {

@@ -15,10 +15,10 @@ import numpy as np
 from etils import epath
 
 from vit_jax_stems import data, models
+from vit_jax_stems.data import device_augment
 from vit_jax_stems.train import (
   checkpointing,
   config_checks,
-  device_augment,
   durations,
   evaluate,
   metrics,
