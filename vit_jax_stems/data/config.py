@@ -8,8 +8,10 @@ P2 = ConViT (DeiT recipe, facebookresearch/convit `main.py` defaults on top of t
 
 import ml_collections
 
-# ImageNet RGB mean/std on the [0, 1] scale. Source: pycls `pycls/datasets/imagenet.py` (_MEAN, _STD, from
-# fb.resnet.torch), identical to timm IMAGENET_DEFAULT_MEAN/STD used by DeiT/ConViT.
+# ImageNet RGB mean/std on the [0, 1] scale, the one copy (the data pipeline and ModelSpec read it).
+# Sources: pycls `pycls/datasets/imagenet.py` _MEAN/_STD (from fb.resnet.torch; stored there in BGR
+# order because pycls decodes with OpenCV, the values are the same) and timm
+# `timm/data/constants.py` IMAGENET_DEFAULT_MEAN/IMAGENET_DEFAULT_STD, used by DeiT/ConViT.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -92,7 +94,7 @@ def paper_recipe_config(recipe: str) -> ml_collections.ConfigDict:
   aug.flip = True
   aug.mixup_alpha, aug.cutmix_alpha, aug.mix_switch_prob = 0.8, 1.0, 0.5
   aug.label_smoothing = 0.1
-  if recipe in ('vitc', 'vitp', 'pycls'):
+  if recipe == 'vitc':
     # pycls vitconfigs ViT-*_adamw yaml: TRAIN.AUGMENT AutoAugment, MIXUP_ALPHA 0.8, CUTMIX_ALPHA 1.0,
     # LABEL_SMOOTHING 0.1; pycls config.py TRAIN.PCA_STD 0.1; pycls net.py picks mixup or cutmix 50/50.
     # pycls resizes with cv2 INTER_LINEAR (transforms.py), which does not antialias.
@@ -102,7 +104,7 @@ def paper_recipe_config(recipe: str) -> ml_collections.ConfigDict:
     aug.pca_lighting_std = 0.1
     # pycls vitconv_baselines ViT-C-4.0GF_adamw_8gpus.yaml: batch 2048 over 8 GPUs, mixed per GPU.
     aug.mix_group_size = 256
-  elif recipe in ('convit', 'deit'):
+  elif recipe == 'convit':
     # facebookresearch/convit main.py defaults (DeiT): --aa rand-m9-mstd0.5-inc1, --reprob 0.25,
     # --mixup 0.8 --cutmix 1.0 --mixup-switch-prob 0.5, --smoothing 0.1, bicubic, repeated aug (3 repeats).
     # Colour jitter 0.4 is a DeiT flag too, but timm skips colour jitter when RandAugment is on.
