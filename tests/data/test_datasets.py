@@ -198,3 +198,27 @@ def test_imagenet_normalisation_is_stated_once_and_is_timms():
   )
   assert data.IMAGENET_MEAN == constants['IMAGENET_DEFAULT_MEAN']
   assert data.IMAGENET_STD == constants['IMAGENET_DEFAULT_STD']
+
+
+def test_optional_data_fields_take_command_line_overrides(monkeypatch):
+  """The configs' docstrings say `--config.data.data_dir=gs://...`; a plain None default refused it."""
+  from absl import flags
+  from ml_collections import config_flags
+
+  root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  values = flags.FlagValues()
+  config_flags.DEFINE_config_file('config', flag_values=values)
+  argv = [
+    'main.py',
+    f'--config={os.path.join(root, "configs", "vitc.py")}:demo',
+    '--config.data.data_dir=gs://bucket/tensorflow_datasets',
+    '--config.data.manual_dir=/data/manual',
+    '--config.data.augment.randaugment=rand-m9-mstd0.5-inc1',
+    '--config.data.augment.augment_fill=(0, 0, 0)',
+  ]
+  monkeypatch.setattr(sys, 'argv', argv)  # config_flags reads the overrides from sys.argv
+  values(argv)
+  dcfg = values.config.data
+  assert (dcfg.data_dir, dcfg.manual_dir) == ('gs://bucket/tensorflow_datasets', '/data/manual')
+  assert dcfg.augment.randaugment == 'rand-m9-mstd0.5-inc1'
+  assert tuple(dcfg.augment.augment_fill) == (0, 0, 0)

@@ -7,6 +7,7 @@ P2 = ConViT (DeiT recipe, facebookresearch/convit `main.py` defaults on top of t
 """
 
 import ml_collections
+from ml_collections import config_dict
 
 # ImageNet RGB mean/std on the [0, 1] scale, the one copy (the data pipeline and ModelSpec read it).
 # Sources: pycls `pycls/datasets/imagenet.py` _MEAN/_STD (from fb.resnet.torch; stored there in BGR
@@ -29,10 +30,12 @@ def default_augment_config() -> ml_collections.ConfigDict:
       aspect_max=4 / 3,
       flip=True,  # horizontal flip with probability 1/2
       autoaugment=False,  # pycls AutoAugment "policy v0" (P1)
-      randaugment=None,  # None or a timm string such as 'rand-m9-mstd0.5-inc1' (P2)
+      randaugment=config_dict.placeholder(
+        str
+      ),  # None or a timm string such as 'rand-m9-mstd0.5-inc1' (P2)
       # Colour that the geometric AutoAugment/RandAugment ops fill with, 0-255 RGB. None: pycls's
       # (128, 128, 128) for AutoAugment, round(255 * mean) for RandAugment as DeiT passes it to timm.
-      augment_fill=None,
+      augment_fill=config_dict.placeholder(tuple),
       pca_lighting_std=0.0,  # AlexNet PCA lighting noise std (pycls TRAIN.PCA_STD; P1 uses 0.1)
       random_erasing_prob=0.0,  # timm RandomErasing, mode 'pixel', one box (P2 uses 0.25)
       mixup_alpha=0.0,
@@ -54,8 +57,12 @@ def default_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict(
     dict(
       name='mnist5k',  # any TFDS image classification dataset name, e.g. 'imagenet2012'
-      data_dir=None,  # None: $TFDS_DATA_DIR or ~/tensorflow_datasets; gs:// paths work
-      manual_dir=None,  # imagenet2012 only; None: <data_dir>/downloads/manual
+      data_dir=config_dict.placeholder(
+        str
+      ),  # None: $TFDS_DATA_DIR or ~/tensorflow_datasets; gs:// paths work
+      manual_dir=config_dict.placeholder(
+        str
+      ),  # imagenet2012 only; None: <data_dir>/downloads/manual
       train_split='train',
       eval_split='test',
       image_key='image',
