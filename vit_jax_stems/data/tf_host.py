@@ -1,7 +1,8 @@
 """TensorFlow for the host input pipeline, kept off the GPUs that JAX owns.
 
-Every module of this package that runs TensorFlow or TFDS ops imports TensorFlow from here, so the
-GPUs are hidden from it before its first op, whichever module a caller imports first.
+Every module of this package that runs TensorFlow or TFDS ops imports this one first (`datasets`
+and `prepare` through `mnist5k`), so the GPUs are hidden from TensorFlow before its first op,
+whichever module a caller imports.
 """
 
 import tensorflow as tf
