@@ -4,7 +4,8 @@ import flax.linen as nn
 import jax
 import numpy as np
 
-from vit_jax_stems.train import device_augment, precise_bn
+from vit_jax_stems.data import device_augment
+from vit_jax_stems.train import precise_bn
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 

@@ -149,7 +149,8 @@ def test_saved_bn_statistics_are_precise_bn_over_the_next_training_batches(vitc_
   raw and EMA weights over the next precise_bn_samples of the training stream."""
   import jax
 
-  from vit_jax_stems.train import device_augment, precise_bn, train_state
+  from vit_jax_stems.data import device_augment
+  from vit_jax_stems.train import precise_bn, train_state
 
   workdir, _ = vitc_run
   c = _vitc_config()

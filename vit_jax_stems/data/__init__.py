@@ -1,5 +1,5 @@
 """Input pipeline over TFDS and tf.data: any TFDS image classification dataset, the papers' augmentations,
-exact multi-host evaluation, and the embedded `mnist5k` dataset (registered with TFDS on import).
+exact multi-host evaluation, and the embedded `mnist5k` dataset.
 
     from vit_jax_stems import data
     dcfg = data.default_config()                    # or data.paper_recipe_config('vitc' | 'convit')
@@ -7,34 +7,41 @@ exact multi-host evaluation, and the embedded `mnist5k` dataset (registered with
     train_iter = data.make_train_iterator(dcfg, global_batch_size=256, seed=0, start_step=step)
     eval_iter = data.make_eval_iterator(dcfg, global_batch_size=256)
 
-This package imports TensorFlow; model and train-step code must not import it.
+Importing the package, its `config` or its JAX half (`device_augment`) imports no TensorFlow, so
+configs load and models and train steps run without it; the names that need TensorFlow (datasets,
+pipelines) import it on first use (PEP 562 module `__getattr__`).
 """
 
-import tensorflow as tf
+import importlib
 
-# The input pipeline runs on the host CPU; keep TensorFlow off any accelerator that JAX owns.
-try:
-  tf.config.set_visible_devices([], 'GPU')
-except (RuntimeError, ValueError):  # already initialised
-  pass
-
-# pylint: disable=g-import-not-at-top,wrong-import-position
-from vit_jax_stems.data import mnist5k  # registers the 'mnist5k' TFDS builder
 from vit_jax_stems.data.config import (
   IMAGENET_MEAN,
   IMAGENET_STD,
   default_config,
   paper_recipe_config,
 )
-from vit_jax_stems.data.datasets import DatasetInfo, DatasetNotReadyError, get_dataset_info
-from vit_jax_stems.data.pipeline import (
-  EvalIterator,
-  TrainIterator,
-  make_eval_dataset,
-  make_eval_iterator,
-  make_train_dataset,
-  make_train_iterator,
-)
+
+# Name -> the module of this package that defines it and imports TensorFlow.
+_TENSORFLOW_NAMES = {
+  'DatasetInfo': 'datasets',
+  'DatasetNotReadyError': 'datasets',
+  'get_dataset_info': 'datasets',
+  'EvalIterator': 'pipeline',
+  'TrainIterator': 'pipeline',
+  'make_eval_dataset': 'pipeline',
+  'make_eval_iterator': 'pipeline',
+  'make_train_dataset': 'pipeline',
+  'make_train_iterator': 'pipeline',
+}
+
+
+def __getattr__(name: str):
+  if name not in _TENSORFLOW_NAMES:
+    raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
+  value = getattr(importlib.import_module(f'{__name__}.{_TENSORFLOW_NAMES[name]}'), name)
+  globals()[name] = value  # later lookups skip __getattr__
+  return value
+
 
 __all__ = [
   'IMAGENET_MEAN',
@@ -49,6 +56,5 @@ __all__ = [
   'make_eval_iterator',
   'make_train_dataset',
   'make_train_iterator',
-  'mnist5k',
   'paper_recipe_config',
 ]

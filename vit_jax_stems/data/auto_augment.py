@@ -13,9 +13,8 @@ import dataclasses
 import math
 import re
 
-import tensorflow as tf
-
 from vit_jax_stems.data import image_ops
+from vit_jax_stems.data.tf_host import tf
 
 
 @dataclasses.dataclass(frozen=True)
@@ -235,7 +234,8 @@ def parse_randaugment(config_str: str) -> RandAugmentSpec:
   parts = config_str.split('-')
   if parts[0] != 'rand':
     raise ValueError(
-      f"RandAugment string {config_str!r} must start with 'rand-', e.g. 'rand-m9-mstd0.5-inc1'."
+      f'config.data.augment.randaugment={config_str!r} must start with '
+      "'rand-', e.g. 'rand-m9-mstd0.5-inc1'."
     )
   fields = {}
   keys = {
@@ -250,7 +250,8 @@ def parse_randaugment(config_str: str) -> RandAugmentSpec:
     match = re.fullmatch(r'([a-z]+)(\d.*)', part)
     if not match or match.group(1) not in keys:
       raise ValueError(
-        f'Unknown RandAugment section {part!r} in {config_str!r}; known: {sorted(keys)}.'
+        f'Unknown RandAugment section {part!r} in config.data.augment.randaugment={config_str!r}; '
+        f'known: {sorted(keys)}.'
       )
     name, cast = keys[match.group(1)]
     fields[name] = cast(match.group(2))

@@ -8,7 +8,7 @@ prepares them with TFDS's own imagenet2012 builder, then times the real train an
 --device_rate images/s. On a shared machine the figures are a lower bound: the load average is printed.
 
 The host pipeline ends at uint8 batches; lighting, normalisation, erasing and mixup/CutMix run in
-the train step on the accelerators (`vit_jax_stems.train.device_augment`) and cost no host CPU.
+the train step on the accelerators (`vit_jax_stems.data.device_augment`) and cost no host CPU.
 A peer measured in the same run, the same pipeline with every augmentation off (decode fused with
 the random crop, resize, batch), shows what the recipe's augmentations cost on top of decoding.
 """

@@ -7,9 +7,12 @@ P2 = ConViT (DeiT recipe, facebookresearch/convit `main.py` defaults on top of t
 """
 
 import ml_collections
+from ml_collections import config_dict
 
-# ImageNet RGB mean/std on the [0, 1] scale. Source: pycls `pycls/datasets/imagenet.py` (_MEAN, _STD, from
-# fb.resnet.torch), identical to timm IMAGENET_DEFAULT_MEAN/STD used by DeiT/ConViT.
+# ImageNet RGB mean/std on the [0, 1] scale, the one copy (the data pipeline and ModelSpec read it).
+# Sources: pycls `pycls/datasets/imagenet.py` _MEAN/_STD (from fb.resnet.torch; stored there in BGR
+# order because pycls decodes with OpenCV, the values are the same) and timm
+# `timm/data/constants.py` IMAGENET_DEFAULT_MEAN/IMAGENET_DEFAULT_STD, used by DeiT/ConViT.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -27,10 +30,12 @@ def default_augment_config() -> ml_collections.ConfigDict:
       aspect_max=4 / 3,
       flip=True,  # horizontal flip with probability 1/2
       autoaugment=False,  # pycls AutoAugment "policy v0" (P1)
-      randaugment=None,  # None or a timm string such as 'rand-m9-mstd0.5-inc1' (P2)
+      randaugment=config_dict.placeholder(
+        str
+      ),  # None or a timm string such as 'rand-m9-mstd0.5-inc1' (P2)
       # Colour that the geometric AutoAugment/RandAugment ops fill with, 0-255 RGB. None: pycls's
       # (128, 128, 128) for AutoAugment, round(255 * mean) for RandAugment as DeiT passes it to timm.
-      augment_fill=None,
+      augment_fill=config_dict.placeholder(tuple),
       pca_lighting_std=0.0,  # AlexNet PCA lighting noise std (pycls TRAIN.PCA_STD; P1 uses 0.1)
       random_erasing_prob=0.0,  # timm RandomErasing, mode 'pixel', one box (P2 uses 0.25)
       mixup_alpha=0.0,
@@ -52,8 +57,12 @@ def default_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict(
     dict(
       name='mnist5k',  # any TFDS image classification dataset name, e.g. 'imagenet2012'
-      data_dir=None,  # None: $TFDS_DATA_DIR or ~/tensorflow_datasets; gs:// paths work
-      manual_dir=None,  # imagenet2012 only; None: <data_dir>/downloads/manual
+      data_dir=config_dict.placeholder(
+        str
+      ),  # None: $TFDS_DATA_DIR or ~/tensorflow_datasets; gs:// paths work
+      manual_dir=config_dict.placeholder(
+        str
+      ),  # imagenet2012 only; None: <data_dir>/downloads/manual
       train_split='train',
       eval_split='test',
       image_key='image',
@@ -95,7 +104,7 @@ def paper_recipe_config(recipe: str) -> ml_collections.ConfigDict:
   aug.flip = True
   aug.mixup_alpha, aug.cutmix_alpha, aug.mix_switch_prob = 0.8, 1.0, 0.5
   aug.label_smoothing = 0.1
-  if recipe in ('vitc', 'vitp', 'pycls'):
+  if recipe == 'vitc':
     # pycls vitconfigs ViT-*_adamw yaml: TRAIN.AUGMENT AutoAugment, MIXUP_ALPHA 0.8, CUTMIX_ALPHA 1.0,
     # LABEL_SMOOTHING 0.1; pycls config.py TRAIN.PCA_STD 0.1; pycls net.py picks mixup or cutmix 50/50.
     # pycls resizes with cv2 INTER_LINEAR (transforms.py), which does not antialias.
@@ -105,7 +114,7 @@ def paper_recipe_config(recipe: str) -> ml_collections.ConfigDict:
     aug.pca_lighting_std = 0.1
     # pycls vitconv_baselines ViT-C-4.0GF_adamw_8gpus.yaml: batch 2048 over 8 GPUs, mixed per GPU.
     aug.mix_group_size = 256
-  elif recipe in ('convit', 'deit'):
+  elif recipe == 'convit':
     # facebookresearch/convit main.py defaults (DeiT): --aa rand-m9-mstd0.5-inc1, --reprob 0.25,
     # --mixup 0.8 --cutmix 1.0 --mixup-switch-prob 0.5, --smoothing 0.1, bicubic, repeated aug (3 repeats).
     # Colour jitter 0.4 is a DeiT flag too, but timm skips colour jitter when RandAugment is on.

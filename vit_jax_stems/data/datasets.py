@@ -5,18 +5,23 @@ message that says what to download or prepare and where. Nothing here downloads:
 prepared automatically is the embedded `mnist5k`, whose data ships inside an installed package.
 """
 
+import contextlib
 import dataclasses
+import difflib
+import fcntl
 import math
 import os
-from typing import Any
 
 import tensorflow_datasets as tfds
 from absl import logging
+from etils import epath
 
-from vit_jax_stems.data import mnist5k
+from vit_jax_stems.data import mnist5k  # noqa: F401  (registers the TFDS builder)
 
 # Datasets whose preparation needs no network (their builder reads files of an installed package).
 EMBEDDED_DATASETS = ('mnist5k',)
+# The datasets this project documents how to get: the embedded ones and ImageNet from its tars.
+KNOWN_DATASETS = (*EMBEDDED_DATASETS, 'imagenet2012')
 
 
 class DatasetNotReadyError(RuntimeError):
@@ -35,9 +40,6 @@ class DatasetInfo:
   image_size: int
   train_split: str
   eval_split: str
-
-  def __getitem__(self, key: str) -> Any:  # lets callers treat it as a dict too
-    return getattr(self, key)
 
 
 def resolve_data_dir(data_dir: str | None) -> str:
@@ -59,40 +61,102 @@ def _not_prepared_message(config, data_dir: str) -> str:
       f"Dataset 'imagenet2012' is not prepared in data_dir={data_dir!r}.\n"
       '1. Download ILSVRC2012_img_train.tar (138 GB) and ILSVRC2012_img_val.tar (6.3 GB) from '
       'https://image-net.org/download-images (needs an account) and put both files, unextracted, in '
-      f'{manual!r} (or set config.manual_dir).\n'
+      f'{manual!r} (or set config.data.manual_dir).\n'
       '2. Prepare the TFDS records once (about 150 GB more, a few hours on one machine):\n'
       f'   python -m vit_jax_stems.data.prepare --name=imagenet2012 --data_dir={data_dir} '
       f'--manual_dir={manual}\n'
       '   (or `tfds build imagenet2012 --data_dir=... --manual_dir=...`). For a pod, prepare once on '
-      'one machine into a gs:// bucket and point config.data_dir at it.'
+      'one machine into a gs:// bucket and point config.data.data_dir at it.'
     )
   return (
     f'Dataset {config.name!r} is not prepared in data_dir={data_dir!r}. Training never downloads; '
     'prepare it once on a machine with network access:\n'
     f'   python -m vit_jax_stems.data.prepare --name={config.name} --data_dir={data_dir}\n'
-    'or set config.data_dir to where it is already prepared.'
+    'or set config.data.data_dir to where it is already prepared.'
   )
 
 
-def get_builder(config, *, prepare_embedded: bool = True) -> tfds.core.DatasetBuilder:
+def prepared_datasets(data_dir: str) -> list[str]:
+  """Names of the datasets that have a directory in data_dir (prepared, or being prepared)."""
+  try:
+    entries = list(epath.Path(data_dir).iterdir())
+  except OSError:  # data_dir does not exist (yet)
+    return []
+  hidden = ('.', 'downloads')
+  return sorted(e.name for e in entries if e.is_dir() and not e.name.startswith(hidden))
+
+
+def _unknown_name_message(name: str, data_dir: str, name_field: str) -> str:
+  names = dict.fromkeys([*KNOWN_DATASETS, *tfds.list_builders(with_community_datasets=False)])
+  close = difflib.get_close_matches(name, list(names), n=3, cutoff=0.8)
+  prepared = ', '.join(map(repr, prepared_datasets(data_dir))) or 'none'
+  return (
+    f'No dataset named {name!r}. Set {name_field} to one this project knows '
+    f'({", ".join(map(repr, KNOWN_DATASETS))}; see vit_jax_stems/data/README.md), one prepared '
+    f'in data_dir={data_dir!r} ({prepared}), or a name from '
+    'https://www.tensorflow.org/datasets/catalog.'
+    + (f' Did you mean {" or ".join(map(repr, close))}?' if close else '')
+  )
+
+
+def _builder(name: str, data_dir: str, name_field: str) -> tfds.core.DatasetBuilder:
+  try:
+    return tfds.builder(name, data_dir=data_dir)
+  except tfds.core.registered.DatasetNotFoundError:
+    # `from None`: TFDS's own message lists every dataset it knows, about a thousand lines.
+    raise DatasetNotReadyError(_unknown_name_message(name, data_dir, name_field)) from None
+
+
+@contextlib.contextmanager
+def _preparation_lock(data_dir: str, name: str):
+  """Holds an exclusive lock per dataset in a local data_dir (none for remote ones such as gs://).
+
+  TFDS prepares into a temporary directory and renames it into place; of two processes preparing
+  the same dataset at once, the second's rename fails. The lock (fcntl.flock on a hidden file in
+  data_dir, released by the kernel even if its holder dies) makes the second wait for the first.
+  """
+  if '://' in data_dir:
+    yield
+    return
+  os.makedirs(data_dir, exist_ok=True)
+  with open(os.path.join(data_dir, f'.{name}.prepare.lock'), 'w') as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    try:
+      yield
+    finally:
+      fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def prepare(
+  name: str, data_dir: str, download_config=None, *, name_field: str = 'config.data.name'
+) -> tfds.core.DatasetBuilder:
+  """Downloads and prepares a dataset unless it is prepared, once however many processes ask at once.
+
+  name_field: what the user sets to choose the dataset, for the unknown-name message.
+  """
+  builder = _builder(name, data_dir, name_field)
+  if builder.is_prepared():
+    return builder
+  with _preparation_lock(data_dir, builder.name):
+    # Another process may have prepared it while this one waited for the lock.
+    builder = _builder(name, data_dir, name_field)
+    if not builder.is_prepared():
+      builder.download_and_prepare(download_config=download_config)
+  return builder
+
+
+def get_builder(config) -> tfds.core.DatasetBuilder:
   """The TFDS builder of config.name in config.data_dir, checked to be prepared.
 
   The embedded datasets (mnist5k) are prepared on first use; every other dataset must already be
   prepared, otherwise DatasetNotReadyError explains how.
   """
   data_dir = resolve_data_dir(config.data_dir)
-  try:
-    builder = tfds.builder(config.name, data_dir=data_dir)
-  except tfds.core.registered.DatasetNotFoundError as e:
-    raise DatasetNotReadyError(
-      f'No TFDS dataset named {config.name!r} (config.name). Use a name from '
-      "https://www.tensorflow.org/datasets/catalog, the embedded 'mnist5k', or a dataset prepared in "
-      f'data_dir={data_dir!r}. TFDS said: {e}'
-    ) from e
+  builder = _builder(config.name, data_dir, 'config.data.name')
   if not builder.is_prepared():
-    if builder.name in EMBEDDED_DATASETS and prepare_embedded:
+    if builder.name in EMBEDDED_DATASETS:
       logging.info('Preparing embedded dataset %s in %s (no download).', builder.name, data_dir)
-      builder.download_and_prepare()
+      builder = prepare(config.name, data_dir)
     else:
       raise DatasetNotReadyError(_not_prepared_message(config, data_dir))
   return builder
@@ -107,20 +171,31 @@ def check_features(builder: tfds.core.DatasetBuilder, config) -> int:
   ):
     if key not in features or not isinstance(features[key], kind):
       raise DatasetNotReadyError(
-        f'Dataset {builder.name!r} has no {kind.__name__} feature {key!r} (config.image_key / '
-        f'config.label_key); its features are {list(features.keys())}.'
+        f'Dataset {builder.name!r} has no {kind.__name__} feature {key!r} (config.data.image_key '
+        f'/ config.data.label_key); its features are {list(features.keys())}.'
       )
   return features[config.label_key].num_classes
 
 
-def num_examples(builder: tfds.core.DatasetBuilder, split: str) -> int:
+def split_name(split) -> str:
+  """A split as the user wrote it: TFDS's per-process shares (`tfds.even_splits`,
+  `tfds.split_for_jax_process`) show as their split, 'validation', and which share they are."""
+  if isinstance(split, str):
+    return repr(split)
+  parent, index, count = (getattr(split, a, None) for a in ('split', 'index', 'count'))
+  if isinstance(parent, str) and index is not None and count is not None:
+    return f'{parent!r} (share {index + 1} of {count}, one per process)'
+  return str(split)
+
+
+def num_examples(builder: tfds.core.DatasetBuilder, split) -> int:
   """Examples in a split expression such as 'train', 'validation[:1000]' or 'train[10%:20%]'."""
   try:
     return builder.info.splits[split].num_examples
   except (KeyError, ValueError, AssertionError) as e:
     raise DatasetNotReadyError(
-      f'Split {split!r} not found in dataset {builder.name!r}; available splits: '
-      f'{list(builder.info.splits.keys())}. Set config.train_split / config.eval_split.'
+      f'Split {split_name(split)} not found in dataset {builder.name!r}; available splits: '
+      f'{list(builder.info.splits.keys())}. Set config.data.train_split / config.data.eval_split.'
     ) from e
 
 
@@ -138,8 +213,14 @@ def get_dataset_info(config) -> DatasetInfo:
     train_split=config.train_split,
     eval_split=config.eval_split,
   )
-  if info.num_train_examples == 0 or info.num_eval_examples == 0:
-    raise DatasetNotReadyError(f'Empty split in {info}.')
+  for field, split, count in (
+    ('train_split', info.train_split, info.num_train_examples),
+    ('eval_split', info.eval_split, info.num_eval_examples),
+  ):
+    if count == 0:
+      raise DatasetNotReadyError(
+        f'Split {split!r} of dataset {info.name!r} is empty; change config.data.{field}.'
+      )
   return info
 
 
@@ -160,8 +241,9 @@ def process_index_and_count(
 def local_batch_size(global_batch_size: int, process_count: int) -> int:
   if global_batch_size <= 0 or global_batch_size % process_count:
     raise ValueError(
-      f'global_batch_size={global_batch_size} must be a positive multiple of the number of '
-      f'processes ({process_count}): each process feeds global_batch_size / process_count examples.'
+      f'The global batch {global_batch_size} (config.batch_size, config.eval_batch_size) must be a '
+      f'positive multiple of the number of processes ({process_count}): each process feeds '
+      'batch / process_count examples.'
     )
   return global_batch_size // process_count
 
@@ -177,4 +259,4 @@ def eval_num_batches(builder, split: str, local_batch: int, process_count: int) 
   return max(1, math.ceil(largest / local_batch))
 
 
-__all__ = ['DatasetInfo', 'DatasetNotReadyError', 'get_builder', 'get_dataset_info', 'mnist5k']
+__all__ = ['DatasetInfo', 'DatasetNotReadyError', 'get_builder', 'get_dataset_info', 'prepare']

@@ -8,7 +8,7 @@ bottom row, so the window saves little of it; the savings here are in resampling
 resizes in two row passes, antialiased eval computing only the centre crop's pixels).
 """
 
-import tensorflow as tf
+from vit_jax_stems.data.tf_host import tf
 
 # tf.raw_ops.ScaleAndTranslate kernel and its radius in output-scale pixels for each method: the op
 # behind tf.image.resize(antialias=True) for these two methods (image_ops_impl.resize_images_v2).
@@ -21,7 +21,7 @@ _JPEG_WINDOW_MARGIN = 4
 
 def _check_method(method: str):
   if method not in _SCALE_AND_TRANSLATE_KERNELS:
-    raise ValueError(f"interpolation must be 'bilinear' or 'bicubic', got {method!r}.")
+    raise ValueError(f"config.data.interpolation must be 'bilinear' or 'bicubic', got {method!r}.")
 
 
 def resize(image: tf.Tensor, size, method: str, antialias: bool) -> tf.Tensor:

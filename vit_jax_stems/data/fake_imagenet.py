@@ -16,6 +16,8 @@ import numpy as np
 import tensorflow_datasets as tfds
 from PIL import Image
 
+from vit_jax_stems.data import tf_host  # noqa: F401  (GPUs hidden from TensorFlow before TFDS ops)
+
 
 def _tfds_lines(name: str) -> list[str]:
   with open(os.fspath(tfds.core.tfds_path(f'datasets/imagenet2012/{name}'))) as f:

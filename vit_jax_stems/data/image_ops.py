@@ -26,7 +26,7 @@ timm/DeiT RandAugment also picks bicubic for geometric ops; these are bilinear, 
 
 import math
 
-import tensorflow as tf
+from vit_jax_stems.data.tf_host import tf
 
 # Ops of `apply`, by index. 'identity' is 0 so that a not-applied op can be expressed as op 0.
 OPS = (

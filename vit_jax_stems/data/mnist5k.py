@@ -12,6 +12,8 @@ import os
 import numpy as np
 import tensorflow_datasets as tfds
 
+from vit_jax_stems.data import tf_host  # noqa: F401  (GPUs hidden from TensorFlow before TFDS ops)
+
 NUM_TRAIN = 4000  # fixed split of the 5,000 digits: 4,000 train / 1,000 test
 SPLIT_SEED = 0  # seed of the fixed permutation that assigns digits to the two splits
 

@@ -2,14 +2,14 @@
 
 Multi-host: each process reads its own contiguous share of the split (tfds.split_for_jax_process /
 even_splits) and yields batches of global_batch_size / process_count; the trainer assembles global
-arrays (`vit_jax_stems.train.sharding.global_batch`).
+arrays from them (`vit_jax_stems.train.sharding.global_batch`).
 
 Determinism and resume (the stream is a pure function of seed, process and step):
   * the process's share is read in the fixed on-disk order (TFDS shuffles examples when it writes
     the records), then shuffled per epoch with a buffer seeded by fold(seed, process, epoch);
   * every example gets its own augmentation seed fold(seed, process, epoch, position in the epoch);
     all random ops are stateless (the device half of the augmentation, lighting, erasing and
-    mixup/CutMix, is keyed by the train step: `vit_jax_stems.train.device_augment`);
+    mixup/CutMix, is keyed by the train step: `vit_jax_stems.data.device_augment`);
   * start_step=s continues exactly where an uninterrupted run would be: the process has consumed
     s * local_batch examples, i.e. epoch e = that // epoch_size plus an offset into it, so the
     pipeline starts at epoch e and skips the offset. The skip happens before decoding (it only reads
@@ -26,14 +26,13 @@ TFDS ids (`bad_record_ids`) and log a warning naming each; a batch with no good 
 
 import math
 from collections.abc import Iterator
-from typing import Any
 
 import numpy as np
-import tensorflow as tf
 import tensorflow_datasets as tfds
 from absl import logging
 
 from vit_jax_stems.data import auto_augment, datasets, decode
+from vit_jax_stems.data.tf_host import tf
 
 _INT64_MAX = np.iinfo(np.int64).max
 _MAX_LOGGED_BAD = 100
@@ -130,13 +129,14 @@ def host_augment_fn(config):
 
   The output stays uint8: PCA lighting, normalisation, random erasing, mixup/CutMix and label
   smoothing are arithmetic on whole batches and run on the accelerators inside the train step
-  (`vit_jax_stems.train.device_augment`), which keeps the host CPU, the input's bottleneck, free.
+  (`vit_jax_stems.data.device_augment`), which keeps the host CPU, the input's bottleneck, free.
   """
   aug = config.augment
   ra_spec = auto_augment.parse_randaugment(aug.randaugment) if aug.randaugment else None
   if aug.autoaugment and ra_spec:
     raise ValueError(
-      'config.augment.autoaugment and config.augment.randaugment are exclusive; choose one.'
+      'config.data.augment.autoaugment and config.data.augment.randaugment are exclusive; '
+      'choose one.'
     )
 
   def fn(image, example_seed):
@@ -196,12 +196,13 @@ def make_train_dataset(
   epoch_size = datasets.num_examples(builder, split)
   if epoch_size == 0:
     raise datasets.DatasetNotReadyError(
-      f'Process {process_index} has no training examples in {split!r}.'
+      f'Process {process_index} has no training examples in {datasets.split_name(split)}; '
+      'change config.data.train_split.'
     )
   aug = config.augment
   repeats = int(aug.repeated_augmentation)
   if repeats < 1:
-    raise ValueError(f'config.augment.repeated_augmentation must be >= 1, got {repeats}.')
+    raise ValueError(f'config.data.augment.repeated_augmentation must be >= 1, got {repeats}.')
   records = _read(builder, split, config)
 
   def epoch(index):
@@ -325,7 +326,7 @@ class _BadRecordLog:
 class TrainIterator(_BadRecordLog):
   """Endless iterator of per-process numpy batches {'image': uint8 (b, H, W, 3), 'label': int32 (b,)}.
 
-  The train step finishes the augmentation on the device (`vit_jax_stems.train.device_augment`).
+  The train step finishes the augmentation on the device (`vit_jax_stems.data.device_augment`).
   """
 
   def __init__(self, dataset: tf.data.Dataset, start_step: int):
@@ -416,9 +417,3 @@ def make_eval_iterator(
     process_count=process_count,
   )
   return EvalIterator(ds, num_batches, num_examples)
-
-
-def peek(iterator) -> dict[str, Any]:
-  """Shapes and dtypes of an iterator's batches without consuming it (from the tf.data element spec)."""
-  spec = iterator.dataset.element_spec
-  return {k: (tuple(v.shape), v.dtype.as_numpy_dtype) for k, v in spec.items()}

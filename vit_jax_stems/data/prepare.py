@@ -9,7 +9,7 @@ Other TFDS datasets (cifar10, ...) are downloaded by TFDS here, so run it where 
 import tensorflow_datasets as tfds
 from absl import app, flags
 
-from vit_jax_stems import data  # registers mnist5k
+from vit_jax_stems.data import config as data_config
 from vit_jax_stems.data import datasets
 
 _NAME = flags.DEFINE_string('name', 'mnist5k', 'TFDS dataset name, e.g. imagenet2012.')
@@ -23,13 +23,13 @@ _MANUAL_DIR = flags.DEFINE_string(
 
 def main(argv):
   del argv
-  config = data.default_config()
+  config = data_config.default_config()
   config.name, config.data_dir, config.manual_dir = _NAME.value, _DATA_DIR.value, _MANUAL_DIR.value
   data_dir = datasets.resolve_data_dir(config.data_dir)
-  builder = tfds.builder(config.name, data_dir=data_dir)
   download_config = tfds.download.DownloadConfig(manual_dir=datasets.imagenet_manual_dir(config))
-  builder.download_and_prepare(download_config=download_config)
-  print(data.get_dataset_info(config))
+  builder = datasets.prepare(config.name, data_dir, download_config, name_field='--name')
+  splits = ', '.join(f'{k} {v.num_examples}' for k, v in sorted(builder.info.splits.items()))
+  print(f'{builder.name} {builder.version} prepared in {data_dir}: {splits} examples.')
 
 
 if __name__ == '__main__':

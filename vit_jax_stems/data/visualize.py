@@ -3,7 +3,7 @@
   python -m vit_jax_stems.data.visualize --out grid.png [--name=mnist5k --data_dir=...] [--image_size=64]
 
 Training rows go through both halves of the augmentation: the host pipeline (uint8) and then the
-train step's device half (`vit_jax_stems.train.device_augment`, run here on the CPU with JAX).
+train step's device half (`vit_jax_stems.data.device_augment`, run here on the CPU with JAX).
 
 One row per setting, the same examples in every column (same seed): eval preprocessing; random
 resized crop + flip; + RandAugment (rand-m9-mstd0.5-inc1); + AutoAugment v0; mixup only; CutMix only;
@@ -16,7 +16,7 @@ from absl import app, flags
 from PIL import Image, ImageDraw
 
 from vit_jax_stems import data
-from vit_jax_stems.train import device_augment
+from vit_jax_stems.data import device_augment
 
 _OUT = flags.DEFINE_string('out', 'grid.png', 'PNG file to write.')
 _NAME = flags.DEFINE_string('name', 'mnist5k', 'TFDS dataset.')

@@ -11,10 +11,7 @@ import dataclasses
 import math
 from typing import Literal
 
-# ImageNet normalisation used by pycls and timm (RGB order). pycls stores it in BGR order because it
-# decodes with OpenCV (pycls/datasets/imagenet.py _MEAN/_STD); the values are the same.
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from vit_jax_stems.data.config import IMAGENET_MEAN, IMAGENET_STD  # imports no TensorFlow
 
 Family = Literal['pycls', 'convit']
 Stem = Literal['patchify', 'conv']

@@ -10,7 +10,8 @@ import jax
 import ml_collections
 
 from vit_jax_stems import models
-from vit_jax_stems.train import config_schema, device_augment, durations, optimizer, sharding
+from vit_jax_stems.data import device_augment
+from vit_jax_stems.train import config_schema, durations, optimizer, sharding
 
 # Sections whose keys are free: config.model holds ModelSpec overrides, which the model's own
 # validation checks (`spec_fn` below) instead of the defaults of config_schema.

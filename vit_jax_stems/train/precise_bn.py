@@ -22,7 +22,7 @@ import math
 import jax
 import jax.numpy as jnp
 
-from vit_jax_stems.train import device_augment
+from vit_jax_stems.data import device_augment
 
 # Folded into the run key so that the augmentation of peeked batches differs from the train step's.
 _PRECISE_BN_STREAM = 2

@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from vit_jax_stems.train import device_augment
+from vit_jax_stems.data import device_augment
 from vit_jax_stems.train import ema as ema_lib
 
 # Folded into the step's key for the on-device augmentation (the step's key itself drives dropout).

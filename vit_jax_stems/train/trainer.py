@@ -14,10 +14,10 @@ import numpy as np
 from etils import epath
 
 from vit_jax_stems import data, mfu, models
+from vit_jax_stems.data import device_augment
 from vit_jax_stems.train import (
   checkpointing,
   config_checks,
-  device_augment,
   evaluate,
   metrics,
   precise_bn,

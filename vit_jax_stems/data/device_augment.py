@@ -1,6 +1,6 @@
 """The arithmetic half of the training augmentation, run on the accelerators inside the jitted step.
 
-The host (tf.data, `vit_jax_stems.data`) does what needs JPEG bytes or per-image control flow:
+The host half (tf.data, `pipeline.py` of this package) does what needs JPEG bytes or per-image control flow:
 decode fused with the random crop, flip, AutoAugment / RandAugment, all on uint8, and ships uint8
 images with integer labels: a quarter of the bytes of float32 and no float passes on the host CPU,
 which is what limits input throughput. Everything that is plain arithmetic on whole batches runs
@@ -19,7 +19,8 @@ independent of the hardware this runs on; the partner of example i of a group is
 size-1-i of the same group (timm flips the batch; pycls permutes it; both pair examples that the
 sampler already shuffled). When the group divides the per-device batch no data crosses devices.
 
-This module imports neither TensorFlow nor the input pipeline (the GPU image has no TensorFlow).
+This module imports neither TensorFlow nor the input pipeline, so checking a config
+(`vit_jax_stems/train/config_checks.py`) and building the train step import no TensorFlow.
 """
 
 import dataclasses
