@@ -211,3 +211,17 @@ def test_fsdp_rule_splits_the_largest_divisible_dimension():
   assert sharding.mesh_shape((('data', -1), ('fsdp', 2)), 8) == (('data', 'fsdp'), (4, 2))
   with pytest.raises(ValueError, match=r'config\.sharding_rules'):
     sharding.check_rules((('.*', 'zero3'),))
+
+
+@pytest.mark.parametrize('field', ['total_steps', 'total_epochs', 'total_examples'])
+def test_zero_length_training_is_refused_naming_the_field(field, tmp_path):
+  from vit_jax_stems.train import trainer
+
+  c = vitc.get_config('demo')
+  c.total_epochs = None
+  c[field] = 0
+  with pytest.raises(ValueError, match=rf'config\.{field}: must be > 0'):
+    _check(c)
+  with pytest.raises(ValueError, match=rf'config\.{field}: must be > 0'):  # before anything else
+    trainer.train_and_evaluate(c, str(tmp_path / 'run'))
+  assert not (tmp_path / 'run').exists()

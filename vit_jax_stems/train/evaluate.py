@@ -56,11 +56,12 @@ def run(config, workdir, *, split=None):
   ckpt = checkpointing.Checkpointer(f'{workdir}/checkpoints', keep=config.keep_checkpoints)
   step = ckpt.latest_step()
   if step is not None:
+    checkpointing.check_same_model(config, workdir)
     model, state = trainer.restore_for_eval(config, info, mesh, ckpt)
     variables = {'params': train_state.variables_of(state, 'params')}
     if 'ema' in state:
       variables['ema'] = train_state.variables_of(state, 'ema')
-    source = f'checkpoint step {step} in {workdir}'
+    source = f'checkpoint step {int(jax.device_get(state["step"]))} in {workdir}'
   elif config.init_weights:
     model, loaded = pretrained.load(config.init_weights)
     variables = {

@@ -1,7 +1,9 @@
 """Metric output: clu writers (TensorBoard + metrics.jsonl), progress lines, throughput and MFU.
 
 metrics.jsonl holds one JSON object per line, always with "step", so a run can be read back
-without TensorBoard (tests and plots do). Only process 0 writes files.
+without TensorBoard (tests and plots do). Only process 0 writes files. A resumed run first drops
+the rows after its checkpoint (it writes those steps again), and `read_jsonl` keeps the last row
+per step and kind, so a file appended to by a crashed run still reads as one run.
 
 clu's writers and periodic actions import TensorFlow and TensorBoard; they are imported lazily
 so that training works on an image without TensorFlow (metrics.jsonl and the progress lines
@@ -50,12 +52,23 @@ def train_flops_per_image(macs_per_image):
 
 
 class JsonlWriter:
-  """Appends {"step": s, name: value, ...} lines to `path` (resumed runs keep appending);
-  the write_scalars / write_hparams / flush / close subset of clu's MetricWriter."""
+  """Appends {"step": s, name: value, ...} lines to `path`; the write_scalars / write_hparams /
+  flush / close subset of clu's MetricWriter.
 
-  def __init__(self, path):
+  A run resumed at `start_step` keeps the rows up to that step and drops the later ones: a
+  crashed run wrote them after its last checkpoint, and the resumed run writes those steps again
+  (as it does the final evaluation when a finished run is started again; `read_jsonl` keeps the
+  later one). A line cut short by the crash is dropped with them.
+  """
+
+  def __init__(self, path, start_step=0):
     self._path = epath.Path(path)
     self._path.parent.mkdir(parents=True, exist_ok=True)
+    if self._path.exists():
+      kept = [
+        line for line in self._path.read_text().splitlines(True) if _step_of(line) <= start_step
+      ]
+      self._path.write_text(''.join(kept))
     self._file = self._path.open('a')
 
   def write_scalars(self, step, scalars):
@@ -72,6 +85,14 @@ class JsonlWriter:
 
   def close(self):
     self._file.close()
+
+
+def _step_of(line):
+  """The step of a metrics.jsonl line; infinity for a line that is not a whole JSON row."""
+  try:
+    return json.loads(line)['step']
+  except (ValueError, KeyError, TypeError):
+    return float('inf')
 
 
 def _to_json(v):
@@ -102,11 +123,12 @@ class Writers:
       w.close()
 
 
-def create_writer(workdir):
-  """metrics.jsonl + clu's TensorBoard SummaryWriter on process 0; nothing elsewhere."""
+def create_writer(workdir, start_step=0):
+  """metrics.jsonl (rows after `start_step` dropped, see JsonlWriter) + clu's TensorBoard
+  SummaryWriter on process 0; nothing elsewhere."""
   if jax.process_index() != 0:
     return Writers([])
-  writers = [JsonlWriter(epath.Path(workdir) / 'metrics.jsonl')]
+  writers = [JsonlWriter(epath.Path(workdir) / 'metrics.jsonl', start_step)]
   try:
     from clu import metric_writers  # pylint: disable=g-import-not-at-top
 
@@ -153,16 +175,26 @@ class _NullReport:
 
 
 def read_jsonl(path):
-  """All rows of a metrics.jsonl file (for tests and plots)."""
+  """The rows of a metrics.jsonl file, one per step in step order, each metric at its last value.
+
+  The train and eval rows of one step merge into one; a step written twice (a crashed run's
+  steps after its checkpoint, when a reader meets the file before the resumed run drops them,
+  or the final evaluation of a run started again) reads as its last write.
+  """
+  by_step = {}
   with epath.Path(path).open() as f:
-    return [json.loads(line) for line in f if line.strip()]
+    for line in f:
+      if line.strip():
+        row = json.loads(line)
+        by_step.setdefault(row['step'], {}).update(row)
+  return [by_step[step] for step in sorted(by_step)]
 
 
 class ProgressPrinter:
   """Prints `step s/N (p%) | name value ... | img/s | ETA` lines on process 0.
 
-  The ETA extrapolates the step rate measured since the first printed line (so compilation
-  is excluded).
+  The ETA extrapolates the step rate measured since the end of the first step of this run
+  (`step_finished`), so compilation is excluded and the first printed line has one already.
   """
 
   def __init__(self, total_steps, start_step):
@@ -170,14 +202,16 @@ class ProgressPrinter:
     self._t0 = None
     self._s0 = start_step
 
-  def __call__(self, step, values):
-    now = time.monotonic()
+  def step_finished(self, step):
+    """Called after every train step; the first call (its step compiled) starts the clock."""
     if self._t0 is None:
-      self._t0, self._s0 = now, step
-      eta = 'n/a'
-    else:
-      rate = (step - self._s0) / max(now - self._t0, 1e-9)
-      eta = _fmt_secs((self.total_steps - step) / rate) if rate > 0 else 'n/a'
+      self._t0, self._s0 = time.monotonic(), step
+
+  def __call__(self, step, values):
+    eta = 'n/a'
+    if self._t0 is not None and step > self._s0:
+      rate = (step - self._s0) / max(time.monotonic() - self._t0, 1e-9)
+      eta = _fmt_secs((self.total_steps - step) / rate)
     parts = [f'step {step}/{self.total_steps} ({100 * step / self.total_steps:.0f}%)']
     parts += [f'{k} {_fmt(v)}' for k, v in values.items()]
     parts.append(f'ETA {eta}')
