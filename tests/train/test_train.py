@@ -231,6 +231,20 @@ def test_a_damaged_newest_checkpoint_gives_way_to_the_previous_one(vitc_run, tmp
     np.testing.assert_array_equal(x, y)
 
 
+def test_eval_mode_of_a_damaged_newest_checkpoint_evaluates_the_one_before(
+  vitc_run, tmp_path, caplog, capsys
+):
+  workdir = _copy_run(vitc_run, tmp_path)
+  _damage(workdir / 'checkpoints' / str(STEPS), 'truncated tensor file')
+  evaluate.run(_vitc_config(), str(workdir))
+  assert f'Evaluated checkpoint step 4 in {workdir}' in capsys.readouterr().out
+  assert any(
+    f'checkpoints/{STEPS} does not restore' in r.getMessage() and 'using step 4' in r.getMessage()
+    for r in caplog.records
+  )
+  assert sorted(os.listdir(workdir / 'checkpoints')) == ['4', str(STEPS)]  # eval changes nothing
+
+
 def test_no_intact_checkpoint_stops_naming_them_and_the_command_that_removes_them(
   vitc_run, tmp_path
 ):

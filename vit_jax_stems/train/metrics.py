@@ -2,8 +2,10 @@
 
 metrics.jsonl holds one JSON object per line, always with "step", so a run can be read back
 without TensorBoard (tests and plots do). Only process 0 writes files. A resumed run first drops
-the rows after its checkpoint (it writes those steps again), and `read_jsonl` keeps the last row
-per step and kind, so a file appended to by a crashed run still reads as one run.
+the rows after its checkpoint (it writes those steps again), and `read_jsonl` keeps the last
+value of each metric per step, so a workdir that was resumed still reads as one run. Each train
+row says how many steps it averages (`train/steps_averaged`: fewer than log_every_steps in the
+first row after a resume).
 
 clu's writers and periodic actions import TensorFlow and TensorBoard; they are imported lazily
 so that training works on an image without TensorFlow (metrics.jsonl and the progress lines
