@@ -14,6 +14,15 @@ about --distributed_heartbeat_timeout_s.
 import os
 import sys
 
+# Set before TensorFlow (the input pipeline) is imported: its start-up notices are nothing a user
+# can act on. TF_CPP_MIN_LOG_LEVEL=1 drops the C++ INFO lines (CPU feature guard, buffer sizes);
+# warnings and errors still show. The oneDNN notice (and absl's pre-init warning that precedes
+# it) only appears with oneDNN ops on: the pipeline decodes, crops, resizes and flips, and of the
+# ops oneDNN replaces uses only copies (concat, transpose), so its output is the same either way.
+# A value set in the environment wins.
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '1')
+os.environ.setdefault('TF_ENABLE_ONEDNN_OPTS', '0')
+
 from absl import app, flags, logging
 from ml_collections import config_flags
 
@@ -58,12 +67,7 @@ FLAGS = flags.FLAGS
 def _train(config, workdir):
   from vit_jax_stems.train import trainer  # pylint: disable=g-import-not-at-top
 
-  try:
-    trainer.train_and_evaluate(config, workdir)
-  except trainer.NonFiniteLossError as e:
-    logging.error('%s', e)
-    print(f'ERROR: {e}', file=sys.stderr, flush=True)
-    sys.exit(1)
+  trainer.train_and_evaluate(config, workdir)
 
 
 def _eval(config, workdir):
@@ -113,10 +117,35 @@ def _absolute_workdir(workdir):
 
 
 class _QuietLibraries:
-  """Drops INFO lines of orbax (several per checkpoint) from the log; warnings still pass."""
+  """Drops the libraries' INFO lines from the log (orbax: several per checkpoint; TFDS: which
+  files it reads; JAX: which backends it tried) and TensorFlow's deprecation warnings (about its
+  own and TFDS's calls, nothing to change here). Their other warnings and errors still pass."""
+
+  def __init__(self):
+    self._quiet = tuple(_package_dirs('orbax', 'tensorflow', 'tensorflow_datasets', 'jax'))
+    self._deprecation = os.path.join('tensorflow', 'python', 'util', 'deprecation.py')
 
   def filter(self, record):
-    return record.levelno > 20 or '/orbax/' not in record.pathname
+    if record.pathname.endswith(self._deprecation):
+      return False
+    return record.levelno > 20 or not record.pathname.startswith(self._quiet)
+
+
+def _package_dirs(*names):
+  """Where the installed packages `names` live (found without importing them)."""
+  import importlib.util  # pylint: disable=g-import-not-at-top
+
+  for name in names:
+    spec = importlib.util.find_spec(name)
+    for directory in (spec.submodule_search_locations or []) if spec else []:
+      yield os.path.join(directory, '')
+
+
+def _user_errors():
+  """Errors whose message says what to change: printed without a traceback."""
+  from vit_jax_stems.train import checkpointing, trainer  # pylint: disable=g-import-not-at-top
+
+  return trainer.NonFiniteLossError, checkpointing.CheckpointError
 
 
 def main(argv):
@@ -130,7 +159,12 @@ def main(argv):
   from vit_jax_stems.train import durations  # pylint: disable=g-import-not-at-top
 
   config = durations.prefer_command_line(FLAGS.config, sys.argv)
-  MODES[FLAGS.mode](config, _absolute_workdir(FLAGS.workdir))
+  try:
+    MODES[FLAGS.mode](config, _absolute_workdir(FLAGS.workdir))
+  except _user_errors() as e:
+    logging.error('%s', e)
+    print(f'ERROR: {e}', file=sys.stderr, flush=True)
+    sys.exit(1)
 
 
 if __name__ == '__main__':

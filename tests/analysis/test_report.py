@@ -96,3 +96,13 @@ def test_command_line_parsing():
   assert locality_report._parse_queries('1,2;0,3') == [(1, 2), (0, 3)]
   with pytest.raises(SystemExit):
     locality_report.main(['--workdir', 'x', '--weights', 'a', '--arch', 'b'])
+
+
+def test_a_config_of_another_model_stops_before_anything_is_read_or_written(tiny_run_dir, tmp_path):
+  from vit_jax_stems.train import checkpointing
+
+  config = tiny_run_config()
+  config.model.depth += 1
+  with pytest.raises(checkpointing.CheckpointError, match=r'config\.model\.depth: \d there'):
+    locality_report.run_locality(config, tiny_run_dir, num_images=3, out_dir=str(tmp_path))
+  assert os.listdir(tmp_path) == []

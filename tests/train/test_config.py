@@ -254,3 +254,17 @@ def test_fields_come_from_the_base_config(monkeypatch):
   c.model.not_a_spec_field = 1
   with pytest.raises(ValueError, match=r'config\.model .*not_a_spec_field'):
     _check(c)
+
+
+@pytest.mark.parametrize('field', ['total_steps', 'total_epochs', 'total_examples'])
+def test_zero_length_training_is_refused_naming_the_field(field, tmp_path):
+  from vit_jax_stems.train import trainer
+
+  c = vitc.get_config('demo')
+  c.total_epochs = None
+  c[field] = 0
+  with pytest.raises(ValueError, match=rf'config\.{field}: must be > 0'):
+    _check(c)
+  with pytest.raises(ValueError, match=rf'config\.{field}: must be > 0'):  # before anything else
+    trainer.train_and_evaluate(c, str(tmp_path / 'run'))
+  assert not (tmp_path / 'run').exists()

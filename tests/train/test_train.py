@@ -1,6 +1,7 @@
 """The real trainer on the embedded mnist5k digits: each family end to end, --mode eval,
 preemption + resume reproducing an uninterrupted run exactly, and the non-finite stop."""
 
+import json
 import math
 import os
 import signal
@@ -192,3 +193,176 @@ def test_saved_bn_statistics_are_precise_bn_over_the_next_training_batches(vitc_
       jax.tree_util.tree_leaves(state['batch_stats']), jax.tree_util.tree_leaves(elsewhere)
     )
   )
+
+
+# ---------------------------------------------------------------- workdir edges
+def _copy_run(vitc_run, tmp_path):
+  """A copy of the reference run's workdir (checkpoints 4 and 6, config.json, metrics.jsonl)."""
+  import shutil
+
+  workdir = tmp_path / 'run'
+  shutil.copytree(vitc_run[0], workdir)
+  return workdir
+
+
+def _damage(step_dir, how):
+  """A checkpoint cut short while saving: its tensor files halved, or no tree metadata."""
+  if how == 'truncated tensor file':
+    for data in (step_dir / 'default' / 'ocdbt.process_0' / 'd').iterdir():
+      with open(data, 'r+b') as f:
+        f.truncate(data.stat().st_size // 2)
+  else:
+    (step_dir / 'default' / '_METADATA').unlink()
+
+
+@pytest.mark.parametrize('how', ['truncated tensor file', 'missing metadata'])
+def test_a_damaged_newest_checkpoint_gives_way_to_the_previous_one(vitc_run, tmp_path, how, caplog):
+  ref_dir, ref = vitc_run
+  workdir = _copy_run(vitc_run, tmp_path)
+  _damage(workdir / 'checkpoints' / str(STEPS), how)
+  out = _run(_vitc_config(), workdir)
+  warnings = [r.getMessage() for r in caplog.records if r.levelname == 'WARNING']
+  assert any(
+    f'checkpoints/{STEPS} does not restore' in w and 'resumed from step 4' in w for w in warnings
+  )
+  assert (workdir / 'checkpoints' / f'{STEPS}.corrupt').is_dir()  # set aside, not deleted
+  assert out['eval'] == ref['eval']
+  for x, y in zip(
+    jax_leaves(tiny.checkpoint_state(workdir)), jax_leaves(tiny.checkpoint_state(ref_dir))
+  ):
+    np.testing.assert_array_equal(x, y)
+
+
+def test_eval_mode_of_a_damaged_newest_checkpoint_evaluates_the_one_before(
+  vitc_run, tmp_path, caplog, capsys
+):
+  workdir = _copy_run(vitc_run, tmp_path)
+  _damage(workdir / 'checkpoints' / str(STEPS), 'truncated tensor file')
+  evaluate.run(_vitc_config(), str(workdir))
+  assert f'Evaluated checkpoint step 4 in {workdir}' in capsys.readouterr().out
+  assert any(
+    f'checkpoints/{STEPS} does not restore' in r.getMessage() and 'using step 4' in r.getMessage()
+    for r in caplog.records
+  )
+  assert sorted(os.listdir(workdir / 'checkpoints')) == ['4', str(STEPS)]  # eval changes nothing
+
+
+def test_no_intact_checkpoint_stops_naming_them_and_the_command_that_removes_them(
+  vitc_run, tmp_path
+):
+  from vit_jax_stems.train import checkpointing
+
+  workdir = _copy_run(vitc_run, tmp_path)
+  for step in (4, STEPS):
+    _damage(workdir / 'checkpoints' / str(step), 'truncated tensor file')
+  config_json = (workdir / 'config.json').read_bytes()
+  c = _vitc_config()
+  c.seed = 1  # what a config.json rewrite would show
+  with pytest.raises(checkpointing.CheckpointError) as e:
+    _run(c, workdir)
+  message = str(e.value)
+  ckpts = workdir / 'checkpoints'
+  assert f'rm -r {ckpts / str(STEPS)} {ckpts / "4"}' in message and 'start over' in message
+  assert len(message) < 800 and '\n' not in message
+  assert sorted(os.listdir(ckpts)) == ['4', str(STEPS)]
+  assert (workdir / 'config.json').read_bytes() == config_json
+
+
+@pytest.mark.parametrize(
+  'change,expected',
+  [
+    ('model', r"config\.model_name: 'vit_c_1gf' there, 'vit_p_1gf' in --config"),
+    ('optimizer', r'another model or config \(opt_state differs'),
+  ],
+)
+def test_a_workdir_of_another_config_stops_before_anything_is_written(
+  vitc_run, tmp_path, change, expected
+):
+  from vit_jax_stems.train import checkpointing
+
+  workdir = _copy_run(vitc_run, tmp_path)
+  before = {p: p.read_bytes() for p in workdir.rglob('*') if p.is_file()}
+  if change == 'model':
+    c = tiny.tiny_config('vitp', steps=STEPS)
+    c.num_devices = 1
+  else:
+    c = _vitc_config()
+    c.optimizer.name, c.optimizer.lr = 'sgd', 0.1
+  with pytest.raises(checkpointing.CheckpointError, match=expected):
+    _run(c, workdir)
+  after = {p: p.read_bytes() for p in workdir.rglob('*') if p.is_file()}
+  assert after == before  # config.json, metrics.jsonl, checkpoints, TensorBoard: all as they were
+
+
+def test_eval_mode_with_another_model_stops_naming_both(vitc_run):
+  from vit_jax_stems.train import checkpointing
+
+  c = _vitc_config()
+  c.model.depth = 2
+  with pytest.raises(checkpointing.CheckpointError, match=r'config\.model\.depth: 1 there, 2 in'):
+    evaluate.run(c, str(vitc_run[0]))
+
+
+def test_non_finite_loss_before_the_first_checkpoint_says_there_is_none_and_what_to_change(
+  tmp_path, monkeypatch
+):
+  def poison(batch):
+    return dict(batch, image=np.full(batch['image'].shape, np.nan, np.float32))
+
+  _iterator_hook(monkeypatch, 0, poison)
+  with pytest.raises(trainer.NonFiniteLossError) as e:
+    _run(_vitc_config(), tmp_path)
+  assert 'at step 1' in str(e.value) and 'there is no checkpoint yet' in str(e.value)
+  assert 'step None' not in str(e.value)
+  assert 'lower config.optimizer.lr' in str(e.value)
+
+
+def test_a_resumed_crashed_run_writes_each_step_once_and_says_what_its_first_row_averages(
+  vitc_run, tmp_path, monkeypatch
+):
+  """Checkpoint 3, train rows 2 and 4, then a crash (the input dies in batch 5): the resumed run
+  writes rows 4 (over step 4 only), 4 (eval) and 6, and the file holds each step once."""
+  _, ref = vitc_run
+  c = _vitc_config()
+  c.log_every_steps, c.checkpoint_every_steps, c.async_checkpoints = 2, 3, False
+
+  def crash(batch):
+    raise RuntimeError('host died')
+
+  _iterator_hook(monkeypatch, 4, crash)  # the 5th batch: step 5
+  with pytest.raises(RuntimeError, match='host died'):
+    _run(c, tmp_path)
+  monkeypatch.undo()
+  out = _run(c, tmp_path)
+  with open(tmp_path / 'metrics.jsonl') as f:
+    lines = [json.loads(line) for line in f]
+  train = [(r['step'], r['train/steps_averaged']) for r in lines if 'train/loss' in r]
+  assert train == [(2, 2), (4, 1), (6, 2)]
+  assert [r['step'] for r in lines if 'eval/eval_count' in r] == [4, STEPS]
+  assert out['eval'] == ref['eval']
+
+
+def test_read_jsonl_keeps_the_last_value_of_each_metric_per_step(tmp_path):
+  path = tmp_path / 'metrics.jsonl'
+  rows = [
+    {'step': 2, 'train/loss': 2.0},
+    {'step': 4, 'train/loss': 1.5},  # a crashed run's step 4 ...
+    {'step': 4, 'train/loss': 1.4},  # ... written again after the resume
+    {'step': 4, 'eval/params_top1': 0.5},
+    {'step': 3, 'train/loss': 1.8},
+  ]
+  path.write_text(''.join(json.dumps(r) + '\n' for r in rows))
+  assert metrics.read_jsonl(path) == [
+    {'step': 2, 'train/loss': 2.0},
+    {'step': 3, 'train/loss': 1.8},
+    {'step': 4, 'train/loss': 1.4, 'eval/params_top1': 0.5},
+  ]
+
+
+def test_the_first_progress_line_has_an_eta(monkeypatch, capsys):
+  clock = iter([100.0, 104.0])  # step 1 done at 100 s (compiled), step 5 printed at 104 s
+  monkeypatch.setattr(metrics.time, 'monotonic', lambda: next(clock))
+  progress = metrics.ProgressPrinter(total_steps=21, start_step=0)
+  progress.step_finished(1)
+  progress(5, {'loss': 2.0})
+  assert capsys.readouterr().out.strip().endswith('ETA 0h00m16s')  # 1 step/s, 16 steps left

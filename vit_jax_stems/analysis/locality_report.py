@@ -40,6 +40,7 @@ import matplotlib.pyplot as plt
 
 from vit_jax_stems.analysis import images as images_lib
 from vit_jax_stems.analysis import locality, plots, sources
+from vit_jax_stems.train import checkpointing
 
 LOCALITY_JSON = 'locality.json'
 
@@ -127,6 +128,8 @@ def open_source(entry, *, config=None, which: str = 'params', history: bool = Tr
       f'({sources.CHECKPOINTS_DIR}/<step>): train first (python main.py --config ... '
       "--workdir ...), or convert weights, or use {'arch': NAME} for a fresh init."
     )
+  if config is not None:  # a --config given with a run's workdir must be that run's model
+    checkpointing.check_same_model(config, path)
   config = sources.read_run_config(path) if config is None else config
   run = sources.from_checkpoint(path, steps[-1], config=config, which=which)
   earlier = []

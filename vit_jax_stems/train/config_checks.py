@@ -147,6 +147,10 @@ def check(config, *, num_devices=None, num_processes=None, model_names=None, spe
   # Durations: exactly one unit each (durations.to_steps raises naming the fields).
   for prefix in ('total',):
     durations.to_steps(config, prefix, steps_per_epoch=1, batch_size=1, where='config')
+  for unit, value in durations.given_units(config, 'total').items():
+    _require(
+      value > 0, f'total_{unit}', f'must be > 0 (a run trains at least one step), got {value}.'
+    )
   for prefix in ('eval_every', 'checkpoint_every'):
     durations.to_steps(config, prefix, steps_per_epoch=1, batch_size=1, default=0)
   durations.to_steps(

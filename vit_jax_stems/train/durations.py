@@ -21,7 +21,7 @@ def to_steps(cfg, prefix, *, steps_per_epoch, batch_size, default=None, where='c
     default: value (in steps) when none of the three fields is set; None means required.
     where: how to name `cfg` in error messages, e.g. 'config.schedule'.
   """
-  given = {u: cfg.get(f'{prefix}_{u}') for u in _UNITS if cfg.get(f'{prefix}_{u}') is not None}
+  given = given_units(cfg, prefix)
   if len(given) > 1:
     names = ', '.join(f'{where}.{prefix}_{u}' for u in given)
     raise ValueError(f'Contradictory durations: set only one of {names} (the others to None).')
@@ -39,6 +39,11 @@ def to_steps(cfg, prefix, *, steps_per_epoch, batch_size, default=None, where='c
   if unit == 'epochs':
     return math.ceil(value * steps_per_epoch - 1e-9)
   return math.ceil(value / batch_size - 1e-9)
+
+
+def given_units(cfg, prefix):
+  """{unit: value} of the fields `{prefix}_{steps|epochs|examples}` that are set (not None)."""
+  return {u: cfg.get(f'{prefix}_{u}') for u in _UNITS if cfg.get(f'{prefix}_{u}') is not None}
 
 
 def is_set(cfg, prefix):

@@ -59,13 +59,16 @@ def run(config, workdir, *, split=None):
   ckpt = checkpointing.Checkpointer(f'{workdir}/checkpoints', keep=config.keep_checkpoints)
   step = ckpt.latest_step()
   if step is not None:
+    checkpointing.check_same_model(config, workdir)
     setup = run_setup.make_run_setup(config, info)
     model, mesh = setup.model, setup.mesh
-    state = ckpt.restore(checkpointing.abstract_like(setup.abstract_state, setup.state_shardings))
+    _, state = ckpt.restore_newest(
+      checkpointing.abstract_like(setup.abstract_state, setup.state_shardings)
+    )
     variables = {'params': train_state.variables_of(state, 'params')}
     if 'ema' in state:
       variables['ema'] = train_state.variables_of(state, 'ema')
-    source = f'checkpoint step {step} in {workdir}'
+    source = f'checkpoint step {int(jax.device_get(state["step"]))} in {workdir}'
   elif config.init_weights:
     model, loaded = pretrained.load(config.init_weights)
     mesh = run_setup.make_mesh(config)

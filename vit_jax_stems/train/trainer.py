@@ -51,8 +51,6 @@ def train_and_evaluate(config, workdir):
   info = check_config(config)
   workdir = epath.Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
-  if jax.process_index() == 0:
-    (workdir / 'config.json').write_text(config.to_json_best_effort(indent=2))
   logging.info(
     'Devices: %d (%s) over %d processes',
     jax.device_count(),
@@ -83,13 +81,20 @@ def train_and_evaluate(config, workdir):
     workdir / 'checkpoints', keep=config.keep_checkpoints, asynchronous=config.async_checkpoints
   )
   if ckpt.latest_step() is not None:
-    logging.info('Resuming from checkpoint step %d in %s', ckpt.latest_step(), ckpt.directory)
-    state = ckpt.restore(checkpointing.abstract_like(setup.abstract_state, state_shardings))
+    checkpointing.check_same_model(config, workdir)
+  restored = ckpt.restore_newest(
+    checkpointing.abstract_like(setup.abstract_state, state_shardings), set_aside_bad=True
+  )
+  if restored is not None:
+    logging.info('Resuming from checkpoint step %d in %s', restored[0], ckpt.directory)
+    state = restored[1]
   else:
     state = jax.jit(setup.init_fn, out_shardings=state_shardings)(jax.random.PRNGKey(config.seed))
     if config.init_weights:
       state = _start_from_converted(state, config.init_weights, state_shardings)
   start_step = int(jax.device_get(state['step']))
+  if jax.process_index() == 0:  # after the checks above: a workdir of another run keeps its own
+    (workdir / checkpointing.CONFIG_JSON).write_text(config.to_json_best_effort(indent=2))
 
   # ------------------------------------------------------------------ Input
   train_iter = precise_bn.PeekableIterator(
@@ -102,7 +107,7 @@ def train_and_evaluate(config, workdir):
   evaluator = evaluate.Evaluator(
     model, config.data, split=config.data.eval_split, batch_size=config.eval_batch_size, mesh=mesh
   )
-  writer = metrics.create_writer(workdir)
+  writer = metrics.create_writer(workdir, start_step=start_step)
   progress = metrics.ProgressPrinter(plan.total_steps, start_step)
   report, hooks = metrics.periodic_hooks(
     workdir,
@@ -111,6 +116,7 @@ def train_and_evaluate(config, workdir):
     profile_first_step=config.profile_first_step,
     profile_steps=config.profile_num_steps,
   )
+  hooks.append(progress.step_finished)
   if start_step == 0 and jax.process_index() == 0:
     writer.write_hparams({k: v for k, v in config.items() if isinstance(v, (int, float, str))})
   mfu_note = f'MFU vs {peak_source}' if peak else peak_source
@@ -168,11 +174,7 @@ def train_and_evaluate(config, workdir):
       good = ckpt.latest_step()
       ckpt.close()
       writer.flush()
-      raise NonFiniteLossError(
-        f'Non-finite loss or gradient at step {step} (loss={float(m["loss"])}); stopping. '
-        f'The state of step {step} was not saved; the last good checkpoint is step {good} '
-        f'in {ckpt.directory}.'
-      )
+      raise NonFiniteLossError(_non_finite_message(step, float(m['loss']), good, ckpt, config))
 
   with checkpointing.PreemptionWatch(ckpt) as preemption:
     for step in range(start_step + 1, plan.total_steps + 1):
@@ -202,6 +204,7 @@ def train_and_evaluate(config, workdir):
             'train/images_per_sec': img_s,
             'train/images_per_sec_per_device': img_s / jax.device_count(),
             'train/epoch': step / plan.accum / plan.steps_per_epoch,
+            'train/steps_averaged': len(window),  # fewer than log_every after a resume
           }
         )
         if peak:
@@ -246,6 +249,20 @@ def train_and_evaluate(config, workdir):
   ckpt.close()
   writer.flush()
   return last
+
+
+def _non_finite_message(step, loss, good, ckpt, config):
+  saved = (
+    f'the last good checkpoint is step {good} in {ckpt.directory} (rerunning resumes there)'
+    if good is not None
+    else 'there is no checkpoint yet'
+  )
+  return (
+    f'Non-finite loss or gradient at step {step} (loss={loss}); stopping. The state of step '
+    f'{step} was not saved; {saved}. To train on, lower config.optimizer.lr (now '
+    f'{config.optimizer.lr}) or lengthen the warmup (config.schedule.warmup_*), or set '
+    f'config.optimizer.grad_clip_norm (now {config.optimizer.grad_clip_norm}).'
+  )
 
 
 def _start_from_converted(state, directory, shardings):
