@@ -55,7 +55,7 @@ def peak_for(
 ) -> tuple[float | None, str]:
   """(peak TFLOP/s or None, where it came from) for one device of `device_kind` in `dtype`."""
   if override_tflops is not None:
-    return override_tflops, f'--peak-tflops {override_tflops:g} (given on the command line)'
+    return override_tflops, f'--peak_tflops {override_tflops:g} (given on the command line)'
   for key, peak in PEAKS:
     if key.lower() in device_kind.lower():
       value = peak.tflops(dtype)
@@ -64,7 +64,7 @@ def peak_for(
       return value, peak.source
   return None, (
     f'no peak known for device_kind={device_kind!r} (CPU or unlisted); MFU n/a, '
-    'pass --peak-tflops to state a nominal one'
+    'pass --peak_tflops to state a nominal one'
   )
 
 

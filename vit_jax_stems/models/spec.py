@@ -9,7 +9,11 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import typing
+from collections.abc import Iterable
 from typing import Literal
+
+from vit_jax_stems import overrides as overrides_lib
 
 # ImageNet normalisation used by pycls and timm (RGB order). pycls stores it in BGR order because it
 # decodes with OpenCV (pycls/datasets/imagenet.py _MEAN/_STD); the values are the same.
@@ -160,3 +164,9 @@ class ModelSpec:
 
   def to_dict(self) -> dict:
     return dataclasses.asdict(self)
+
+  @classmethod
+  def parse_overrides(cls, items: Iterable[str]) -> dict:
+    """`--override` strings to typed fields: ['depth=2', 'stem_strides=2,2,1'] ->
+    {'depth': 2, 'stem_strides': (2, 2, 1)} (syntax: vit_jax_stems/overrides.py)."""
+    return overrides_lib.parse(items, typing.get_type_hints(cls), what='--override')

@@ -12,12 +12,12 @@ JAX's preemption service (started by jax.distributed.initialize) catches SIGTERM
 `CheckpointManager.reached_preemption`. Either way the trainer saves and exits cleanly.
 """
 
-import logging
 import signal
 import threading
 
 import jax
 import orbax.checkpoint as ocp
+from absl import logging
 from etils import epath
 
 

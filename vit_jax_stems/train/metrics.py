@@ -10,11 +10,11 @@ then carry everything, and the profiler hook falls back to jax.profiler).
 
 import contextlib
 import json
-import logging
 import time
 
 import jax
 import numpy as np
+from absl import logging
 from etils import epath
 
 # Dense peak FLOP/s per JAX device for bf16 matmuls, by `device.device_kind` substring. MFU

@@ -7,11 +7,11 @@ decides when to log, evaluate, save and stop.
 """
 
 import dataclasses
-import logging
 import time
 
 import jax
 import numpy as np
+from absl import logging
 from etils import epath
 
 from vit_jax_stems import data, models
