@@ -38,7 +38,7 @@ def test_epochs_is_an_integer():
   [
     (vitc, 'tuned=maybe', 'config option tuned=maybe: use true or false'),
     (convit, 'demo=ture', 'config option demo=ture: use true or false'),
-    (vitc, 'sise=4gf', "unknown name 'sise'. Did you mean size?"),
+    (vitc, 'sise=4gf', "Unknown config option 'sise' in 'sise=4gf'. Did you mean size?"),
     (vitc, 'size', 'write it as size=value'),
   ],
 )

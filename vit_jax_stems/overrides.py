@@ -15,7 +15,6 @@ the same way; here a wrong value is an error naming the setting instead of a sil
 from __future__ import annotations
 
 import difflib
-import types
 import typing
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -41,11 +40,6 @@ def parse_value(text: str, kind: Any) -> Any:
     if text not in args:
       raise ValueError(f'choose one of {", ".join(map(str, args))}')
     return text
-  if origin in (typing.Union, types.UnionType):  # Optional[T]: 'none' or a T
-    if text.lower() == 'none' and type(None) in args:
-      return None
-    (kind,) = (a for a in args if a is not type(None))
-    return parse_value(text, kind)
   if origin is tuple:
     return _parse_tuple(text, args)
   if kind is bool:
@@ -94,8 +88,8 @@ def parse(items: Iterable[str], kinds: Mapping[str, Any], *, what: str) -> dict[
     key = key.strip()
     if key not in kinds:
       raise ValueError(
-        f'{what} {item!r}: unknown name {key!r}.{did_you_mean(key, kinds)} '
-        f'Known names: {", ".join(sorted(kinds))}.'
+        f'Unknown {what} {key!r} in {item!r}.{did_you_mean(key, kinds)} '
+        f'Known: {", ".join(sorted(kinds))}.'
       )
     if not has_value:
       if kinds[key] is not bool:
