@@ -91,7 +91,7 @@ def parse_args(argv):
   p.add_argument('--json', default=None, help='Write the full results here.')
   args = p.parse_args(argv)
   try:
-    args.override = ModelSpec.parse_overrides(args.override)
+    args.overrides = ModelSpec.parse_overrides(args.override)
   except ValueError as e:
     p.error(str(e))
   for name in ('batch_size', 'steps', 'repeats'):
@@ -110,7 +110,7 @@ def parse_args(argv):
 
 def main(argv=None) -> dict:
   args = parse_args(sys.argv[1:] if argv is None else argv)
-  overrides = args.override
+  overrides = args.overrides
   if args.image_size is not None:
     overrides['image_size'] = args.image_size
   names = [n.strip() for n in args.models.split(',') if n.strip()]
