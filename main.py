@@ -12,6 +12,7 @@ about --distributed_heartbeat_timeout_s.
 """
 
 import os
+import re
 import sys
 
 # Set before TensorFlow (the input pipeline) is imported: its start-up notices are nothing a user
@@ -167,5 +168,70 @@ def main(argv):
     sys.exit(1)
 
 
+def _parse_flags(argv):
+  """absl's flag parsing, with one line for what a user mistypes in --config.
+
+  ml_collections answers an override of a field the config lacks with a bare AttributeError from
+  deep inside flag parsing, and a config option it refuses with the config file's traceback.
+  """
+  try:
+    return FLAGS(argv)
+  except flags.Error as e:
+    message = _without_config_traceback(str(e))
+  except (AttributeError, KeyError) as e:  # an override path that the config does not have
+    message = _unknown_config_field(argv) or repr(e)
+  sys.stderr.write(f'FATAL Flags parsing error: {message}\n')
+  sys.stderr.write('Pass --helpshort or --helpfull to see help on flags.\n')
+  sys.exit(1)
+
+
+def _without_config_traceback(message):
+  """'flag --config=X: Error whilst parsing config file: <traceback> ValueError: why' ->
+  'flag --config=X: why' for the ValueErrors that configs raise about their options."""
+  head, marker, trace = message.partition(': Error whilst parsing config file:')
+  last = trace.strip().splitlines()[-1] if trace.strip() else ''
+  if marker and last.startswith('ValueError: '):
+    return f'{head}: {last[len("ValueError: ") :]}'
+  return message
+
+
+def _unknown_config_field(argv):
+  """'--config.optimzer.lr=1: config has no field 'optimzer'. Did you mean optimizer? ...' for
+  the first --config.a.b override in `argv` that the config does not have; None if none."""
+  import ml_collections  # pylint: disable=g-import-not-at-top
+
+  from vit_jax_stems import overrides  # pylint: disable=g-import-not-at-top
+
+  config_argument = _config_argument(argv)
+  if config_argument is None:
+    return None
+  config = FLAGS['config'].parser.parse(config_argument)
+  for arg in argv[1:]:
+    match = re.match(r'-{1,2}(?:no)?config\.([^=]+)', arg)
+    if not match:
+      continue
+    node, path = config, 'config'
+    for name in match[1].split('.'):
+      if not isinstance(node, ml_collections.ConfigDict):
+        return f'{arg}: {path} is a single value, not a group of fields.'
+      if name not in node:
+        return (
+          f'{arg}: {path} has no field {name!r}.{overrides.did_you_mean(name, node.keys())} '
+          f'Fields of {path}: {", ".join(sorted(node.keys()))}.'
+        )
+      node, path = node[name], f'{path}.{name}'
+  return None
+
+
+def _config_argument(argv):
+  """The value of --config (`configs/vitc.py:demo`) in `argv`."""
+  for i, arg in enumerate(argv):
+    if arg in ('--config', '-config') and i + 1 < len(argv):
+      return argv[i + 1]
+    if arg.startswith(('--config=', '-config=')):
+      return arg.split('=', 1)[1]
+  return None
+
+
 if __name__ == '__main__':
-  app.run(main)
+  app.run(main, flags_parser=_parse_flags)

@@ -6,19 +6,20 @@ vit_jax_stems/train/config_schema.py (the trainer's checks accept exactly those 
 
 import ml_collections
 
+from vit_jax_stems import overrides
 from vit_jax_stems.data import config as data_config
 from vit_jax_stems.train.config_schema import base_config
 
 
 def parse_options(arg, **defaults):
-  """'size=4gf,optimizer=sgd' or 'demo' -> dict over `defaults`; unknown keys are errors."""
-  opts = dict(defaults)
-  for part in filter(None, (arg or '').split(',')):
-    key, has_value, value = part.partition('=')
-    if key not in opts:
-      raise ValueError(f'Unknown config option {key!r} in {arg!r}; options: {sorted(opts)}.')
-    opts[key] = value if has_value else True
-  return opts
+  """'size=4gf,tuned=false' or 'demo' -> dict over `defaults`, each value typed by its default.
+
+  Syntax (strict booleans, a bare name for true): vit_jax_stems/overrides.py. Unknown names and
+  values of the wrong type are errors naming the option.
+  """
+  items = filter(None, (arg or '').split(','))
+  kinds = {key: type(default) for key, default in defaults.items()}
+  return {**defaults, **overrides.parse(items, kinds, what='config option')}
 
 
 # P1 Table 4 (50-epoch tuning): (AdamW lr, wd), (SGD lr, wd) per model. Sizes not in the table
@@ -48,7 +49,7 @@ PYCLS_SIZES = ('1gf', '4gf', '18gf', '36gf', '72gf')
 def pycls_family_config(arg, prefix, demo_overrides):
   """Config of `{prefix}_{size}` (vit_p / vit_c) from options 'size=..,optimizer=..,epochs=..,
   tuned,demo'; the demo trains `{prefix}_1gf` with `demo_overrides` on mnist5k."""
-  opts = parse_options(arg, size='1gf', optimizer='adamw', epochs='400', tuned=False, demo=False)
+  opts = parse_options(arg, size='1gf', optimizer='adamw', epochs=400, tuned=False, demo=False)
   c = base_config()
   if opts['demo']:
     demo(c, f'{prefix}_1gf', demo_overrides)
@@ -60,8 +61,8 @@ def pycls_family_config(arg, prefix, demo_overrides):
     f'{prefix}_{opts["size"]}',
     opts['size'],
     opts['optimizer'],
-    int(opts['epochs']),
-    bool(opts['tuned']),
+    opts['epochs'],
+    opts['tuned'],
   )
   return c
 

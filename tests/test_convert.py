@@ -89,13 +89,13 @@ def test_mismatch_lists_every_missing_unexpected_and_wrong_shape_key():
   assert '1 unexpected key(s)' in message and 'encoder.block_9.ln_1.weight' in message
   assert '1 wrong shape key(s)' in message
   assert 'pos_embedding: checkpoint (5, 1, 48), model wants (17, 1, 48)' in message
-  assert '--image-size' in message
+  assert '--image_size' in message
 
 
 def test_wrong_number_of_classes_names_the_flag():
   meta, _, src = load_fixture('timm_convit_4h')
   model = models.create_model(meta['arch'], **dict(meta['overrides'], num_classes=7))
-  with pytest.raises(convert.CheckpointMismatchError, match='--num-classes'):
+  with pytest.raises(convert.CheckpointMismatchError, match='--num_classes'):
     convert.convert_state_dict(model, convert.load_state_dict(src))
 
 
@@ -152,9 +152,9 @@ def test_cli_safetensors_round_trip(tmp_path):
     src,
     '--dst',
     str(tmp_path / 'w'),
-    '--num-classes',
+    '--num_classes',
     str(overrides.pop('num_classes')),
-    '--image-size',
+    '--image_size',
     str(overrides.pop('image_size')),
   ]
   for key, value in overrides.items():
@@ -193,10 +193,10 @@ def test_save_rejects_variables_that_do_not_fit(tmp_path):
 
 
 def test_pth_checkpoints_through_torch(tmp_path):
-  """pycls .pyth ('ema_state' picked by --state-key over 'model_state') and timm/convit .pth ({'model': ...})."""
+  """pycls .pyth ('ema_state' picked by --state_key over 'model_state') and timm/convit .pth ({'model': ...})."""
   torch = pytest.importorskip('torch')
   for name, fname, wrap, extra in [
-    ('pycls_vit_c', 'ema.pyth', 'ema_state', ['--state-key', 'ema_state']),
+    ('pycls_vit_c', 'ema.pyth', 'ema_state', ['--state_key', 'ema_state']),
     ('timm_convit_4h', 'convit.pth', 'model', []),
   ]:
     meta, _, src = load_fixture(name)
@@ -217,9 +217,10 @@ def test_pth_checkpoints_through_torch(tmp_path):
     jax.tree_util.tree_map(np.testing.assert_array_equal, direct, jax.device_get(variables))
 
 
-def test_override_parsing():
-  assert convert.parse_overrides(
-    ['depth=2', 'stem_strides=(2, 2, 1)', 'interpolation=bicubic', 'locality_strength=1.5']
-  ) == {'depth': 2, 'stem_strides': (2, 2, 1), 'interpolation': 'bicubic', 'locality_strength': 1.5}
-  with pytest.raises(ValueError, match='key=value'):
-    convert.parse_overrides(['depth'])
+def test_not_a_safetensors_file_is_a_short_message(tmp_path):
+  src = tmp_path / 'convit_tiny.safetensors'
+  src.write_bytes(b'<html>403 Forbidden</html>')  # what a failed download leaves
+  with pytest.raises(SystemExit) as e:
+    convert.main(['--arch', 'convit_ti', '--src', str(src), '--dst', str(tmp_path / 'out')])
+  assert str(e.value).startswith('convert: --src ') and 'not a safetensors file' in str(e.value)
+  assert '\n' not in str(e.value) and not (tmp_path / 'out').exists()

@@ -1,4 +1,4 @@
-"""predict CLI on tiny weights: --npy and image inputs, top-k output, --save-logits, class names."""
+"""predict CLI on tiny weights: --npy and image inputs, top-k output, --save_logits, class names."""
 
 import os
 import re
@@ -60,9 +60,9 @@ def test_npy_batch_top_k_and_saved_logits(tmp_path, capsys):
       str(tmp_path / 'w'),
       '--npy',
       str(tmp_path / 'batch.npy'),
-      '--top-k',
+      '--top_k',
       '3',
-      '--save-logits',
+      '--save_logits',
       str(tmp_path / 'out.npy'),
     ]
   )
@@ -95,9 +95,9 @@ def test_image_files_get_eval_preprocessing(tmp_path, capsys):
       '--weights',
       str(tmp_path / 'w'),
       *paths,
-      '--top-k',
+      '--top_k',
       '2',
-      '--save-logits',
+      '--save_logits',
       str(tmp_path / 'out.npy'),
     ]
   )

@@ -8,7 +8,7 @@ Prints the max abs difference per model; exits 1 if any exceeds the tolerance (1
 
 Slow (minutes on CPU). Needs requirements-reference.txt and, for the pycls models, a checkout of
 facebookresearch/pycls (branch main):
-  .venv/bin/python tools/full_parity.py --pycls-root /tmp/pycls
+  .venv/bin/python tools/full_parity.py --pycls_root /tmp/pycls
   .venv/bin/python tools/full_parity.py --models convit_ti convit_s      # timm only
 """
 
@@ -49,7 +49,7 @@ def reference_model(arch, pycls_root):
     return getattr(convit, TIMM_MODELS[arch])(pretrained=False), 'timm'
   if pycls_root is None:
     raise SystemExit(
-      f'{arch} needs --pycls-root (a checkout of facebookresearch/pycls, branch main)'
+      f'{arch} needs --pycls_root (a checkout of facebookresearch/pycls, branch main)'
     )
   model, _, _, _ = ref.build_pycls_vit(pycls_root, arch=arch, **PYCLS_MODELS[arch])
   return model, 'pycls'
@@ -85,7 +85,7 @@ def main():
   parser = argparse.ArgumentParser(
     description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
   )
-  parser.add_argument('--pycls-root', default=os.environ.get('PYCLS_ROOT'))
+  parser.add_argument('--pycls_root', default=os.environ.get('PYCLS_ROOT'))
   parser.add_argument(
     '--models',
     nargs='+',

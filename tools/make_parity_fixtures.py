@@ -11,8 +11,8 @@ narrower layers, 32x32 inputs) built with fixed seeds, its weights moved off ini
                     arch name + overrides that build the matching Flax model
 
 Command (from the repository root; needs requirements-reference.txt and a pycls checkout):
-  .venv/bin/python tools/make_parity_fixtures.py --pycls-root /tmp/pycls --out tests/fixtures/parity \
-      --pycls-revision 5719de641657c251f807c20a1fcf8ef6f4b60144
+  .venv/bin/python tools/make_parity_fixtures.py --pycls_root /tmp/pycls --out tests/fixtures/parity \
+      --pycls_revision 5719de641657c251f807c20a1fcf8ef6f4b60144
 """
 
 import argparse
@@ -161,12 +161,12 @@ def main():
     description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
   )
   parser.add_argument(
-    '--pycls-root', required=True, help='checkout of facebookresearch/pycls, branch main'
+    '--pycls_root', required=True, help='checkout of facebookresearch/pycls, branch main'
   )
   parser.add_argument(
-    '--pycls-revision',
+    '--pycls_revision',
     default=None,
-    help='pycls commit to record in the JSON when --pycls-root is not a git work tree',
+    help='pycls commit to record in the JSON when --pycls_root is not a git work tree',
   )
   parser.add_argument('--out', default='tests/fixtures/parity')
   args = parser.parse_args()

@@ -5,19 +5,14 @@ Only the parity tools import this file; torch, timm and pycls are optional for t
 imported from the installed timm and from a pycls checkout given on the command line.
 
 Two import details, both chosen to load as little of the references as possible:
-- timm's package import reaches torchvision (`timm/layers/create_norm.py` imports
-  `torchvision.ops.misc.FrozenBatchNorm2d`, `timm/data` imports torchvision transforms), but
-  `timm/models/convit.py` itself only needs torch. Installing torchvision would pull a CUDA build of
-  torch, so `import_timm_convit` puts a placeholder `torchvision` module in front of the import
-  system for the duration of the import; any use of it fails loudly.
+- timm's package import reaches torchvision, which `timm/models/convit.py` does not need and which
+  would pull a CUDA build of torch: `import_timm_convit` imports it under
+  `vit_jax_stems.timm_import.without_torchvision` (a placeholder torchvision).
 - pycls's `pycls/models/__init__.py` imports the whole model zoo and its training stack
   (submitit, ...). `import_pycls_vit` registers `pycls.models` as a bare package so that only
   `pycls/models/vit.py`, `pycls/models/blocks.py` and `pycls/core/config.py` (yacs, iopath) load.
 """
 
-import contextlib
-import importlib.abc
-import importlib.machinery
 import os
 import sys
 import types
@@ -25,63 +20,12 @@ import types
 import numpy as np
 import torch
 
-
-class _Placeholder(type):
-  """A class whose attributes are more placeholder classes, so `from x import Y` succeeds."""
-
-  def __getattr__(cls, name):
-    if name.startswith('__'):
-      raise AttributeError(name)
-    return _Placeholder(name, (), {})
-
-  def __call__(cls, *args, **kwargs):
-    raise RuntimeError(
-      f'torchvision placeholder {cls.__name__!r} used; torchvision is not installed'
-    )
-
-
-class _PlaceholderModule(types.ModuleType):
-  __path__ = []
-
-  def __getattr__(self, name):
-    if name.startswith('__'):
-      raise AttributeError(name)
-    return _Placeholder(name, (), {})
-
-
-class _TorchvisionPlaceholderFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
-  def find_spec(self, fullname, path, target=None):
-    if fullname == 'torchvision' or fullname.startswith('torchvision.'):
-      return importlib.machinery.ModuleSpec(fullname, self, is_package=True)
-    return None
-
-  def create_module(self, spec):
-    return _PlaceholderModule(spec.name)
-
-  def exec_module(self, module):
-    pass
-
-
-@contextlib.contextmanager
-def _torchvision_placeholder():
-  try:
-    import torchvision  # noqa: F401  # a real one, if someone installed it, is used as is.
-
-    yield
-    return
-  except ImportError:
-    pass
-  finder = _TorchvisionPlaceholderFinder()
-  sys.meta_path.insert(0, finder)
-  try:
-    yield
-  finally:
-    sys.meta_path.remove(finder)
+from vit_jax_stems import timm_import
 
 
 def import_timm_convit():
   """Returns the `timm.models.convit` module (needs timm installed, torchvision not needed)."""
-  with _torchvision_placeholder():
+  with timm_import.without_torchvision():
     import timm.models.convit as convit
   return convit
 
@@ -91,7 +35,7 @@ def import_pycls_vit(pycls_root):
   pkg = os.path.join(pycls_root, 'pycls')
   if not os.path.isfile(os.path.join(pkg, 'models', 'vit.py')):
     raise FileNotFoundError(
-      f'--pycls-root {pycls_root!r} has no pycls/models/vit.py; point it at a checkout of '
+      f'--pycls_root {pycls_root!r} has no pycls/models/vit.py; point it at a checkout of '
       'facebookresearch/pycls, branch main'
     )
   if pycls_root not in sys.path:

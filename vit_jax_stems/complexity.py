@@ -1,4 +1,4 @@
-"""`python -m vit_jax_stems.complexity MODEL|all [--image-size N] [--json] [--no-xla]`.
+"""`python -m vit_jax_stems.complexity MODEL|all [--image_size N] [--json] [--no_xla]`.
 
 Prints parameters, FLOPs counted as pycls counts them (multiply-adds, `models.complexity`) and
 activations, beside XLA's own FLOP count of the compiled forward (`cost_analysis()`), so the two
@@ -59,9 +59,9 @@ def main(argv=None) -> int:
   parser.add_argument(
     'model', help=f"a registered model or 'all': {', '.join(models.list_models())}"
   )
-  parser.add_argument('--image-size', type=int, default=None)
+  parser.add_argument('--image_size', type=int, default=None)
   parser.add_argument('--json', action='store_true', help='print one JSON object per model')
-  parser.add_argument('--no-xla', action='store_true', help="skip XLA's compiled-forward count")
+  parser.add_argument('--no_xla', action='store_true', help="skip XLA's compiled-forward count")
   args = parser.parse_args(argv)
   names = models.list_models() if args.model == 'all' else [args.model]
   try:

@@ -1,7 +1,7 @@
 """Converts PyTorch checkpoints of the reference code into vit_jax_stems weights directories.
 
   python -m vit_jax_stems.convert --arch MODEL --src FILE --dst DIR \
-      [--num-classes N] [--image-size N] [--override k=v ...]
+      [--num_classes N] [--image_size N] [--override k=v ...]
 
 Formats (chosen by the model family of --arch):
   * pycls ViT (ViT_P / ViT_C): the `model_state` of facebookresearch/pycls `pycls.models.vit.ViT`
@@ -15,7 +15,7 @@ Formats (chosen by the model family of --arch):
     mlp.fc1/2}, norm, head.
 Files: `.safetensors` are read with safetensors.numpy (no torch needed); `.pth`/`.pyth`/`.pt`/`.bin`
 through torch when it is installed. A checkpoint dict may hold the weights under 'model_state'
-(pycls), 'model' (convit/DeiT) or 'state_dict'; `--state-key` picks one explicitly (e.g.
+(pycls), 'model' (convit/DeiT) or 'state_dict'; `--state_key` picks one explicitly (e.g.
 'ema_state' for pycls's EMA weights, which P1 evaluates).
 
 The conversion is a pure renaming and re-layout: torch Linear weight (out, in) -> Dense kernel
@@ -28,7 +28,6 @@ any mismatch is reported at once, listing every missing, unexpected and wrongly 
 from __future__ import annotations
 
 import argparse
-import ast
 import os
 import re
 import sys
@@ -258,10 +257,10 @@ def _mismatch_message(spec, missing, unexpected, wrong_shape) -> str:
     lines.extend(f'    {item}' for item in items)
   hints = []
   if any(k.startswith('head.') for k in wrong_shape):
-    hints.append('the head has another number of classes: pass --num-classes')
+    hints.append('the head has another number of classes: pass --num_classes')
   if any(k.startswith(('pos_embed', 'pos_embedding')) for k in wrong_shape):
     hints.append(
-      'the position embedding is for another token grid: pass --image-size (or patch size)'
+      'the position embedding is for another token grid: pass --image_size (or patch size)'
     )
   if missing and unexpected:
     hints.append('check that --arch names the right model family and depth')
@@ -280,14 +279,25 @@ def load_state_dict(
   if not os.path.isfile(path):
     raise FileNotFoundError(f'--src {path!r} does not exist.')
   if path.endswith('.safetensors'):
-    from safetensors.numpy import load_file
-
-    obj = load_file(path)
+    obj = _safetensors_load(path)
   elif path.endswith(('.pth', '.pyth', '.pt', '.bin')):
     obj = _torch_load(path, allow_pickle)
   else:
     raise ValueError(f'--src {path!r}: use a .safetensors, .pth, .pyth, .pt or .bin file.')
   return _select_state(obj, path, state_key)
+
+
+def _safetensors_load(path: str):
+  import safetensors
+  from safetensors.numpy import load_file
+
+  try:
+    return load_file(path)
+  except safetensors.SafetensorError as e:
+    raise ValueError(
+      f'--src {path!r} is not a safetensors file ({e}): check that the download is complete, '
+      'or, if it is a torch checkpoint, give it its .pth / .pyth name.'
+    ) from None
 
 
 def _torch_load(path: str, allow_pickle: bool):
@@ -310,7 +320,7 @@ def _torch_load(path: str, allow_pickle: bool):
       raise
     raise ValueError(
       f'torch.load(weights_only=True) refused {path!r} ({type(e).__name__}: {e}). If you trust '
-      'the file, pass --allow-pickle.'
+      'the file, pass --allow_pickle.'
     ) from e
   return _to_numpy(obj)
 
@@ -330,7 +340,7 @@ def _select_state(obj, path: str, state_key: str | None) -> dict[str, np.ndarray
     raise ValueError(f'{path!r} holds a {type(obj).__name__}, not a state dict.')
   if state_key is not None:
     if state_key not in obj:
-      raise KeyError(f'--state-key {state_key!r} not in {path!r}; top-level keys: {sorted(obj)}.')
+      raise KeyError(f'--state_key {state_key!r} not in {path!r}; top-level keys: {sorted(obj)}.')
     obj = obj[state_key]
   else:
     for key in _STATE_KEYS:
@@ -340,7 +350,7 @@ def _select_state(obj, path: str, state_key: str | None) -> dict[str, np.ndarray
   state = {k: v for k, v in obj.items() if isinstance(v, np.ndarray)}
   if not state:
     raise ValueError(
-      f'No tensors found in {path!r}; top-level keys: {sorted(obj)}. Use --state-key.'
+      f'No tensors found in {path!r}; top-level keys: {sorted(obj)}. Use --state_key.'
     )
   if all(k.startswith('module.') for k in state):  # saved from DistributedDataParallel
     state = {k[len('module.') :]: v for k, v in state.items()}
@@ -350,21 +360,6 @@ def _select_state(obj, path: str, state_key: str | None) -> dict[str, np.ndarray
 # ------------------------------------------------------------------------------------------------
 # Command line.
 # ------------------------------------------------------------------------------------------------
-def parse_overrides(items) -> dict[str, Any]:
-  """`k=v` strings to a dict; values are Python literals (3, 0.5, (3, 3, 1), True) or strings."""
-  out = {}
-  for item in items or ():
-    if '=' not in item:
-      raise ValueError(f'--override {item!r}: use key=value, e.g. --override depth=2.')
-    key, text = item.split('=', 1)
-    try:
-      value = ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-      value = text
-    out[key.strip()] = value
-  return out
-
-
 def convert(
   arch: str,
   src: str,
@@ -394,28 +389,31 @@ def main(argv=None) -> None:
   )
   parser.add_argument('--src', required=True, help='.safetensors, .pth or .pyth checkpoint')
   parser.add_argument('--dst', required=True, help='weights directory to write')
-  parser.add_argument('--num-classes', type=int, default=None)
-  parser.add_argument('--image-size', type=int, default=None)
+  parser.add_argument('--num_classes', type=int, default=None)
+  parser.add_argument('--image_size', type=int, default=None)
   parser.add_argument(
     '--override',
     action='append',
     default=[],
     metavar='KEY=VALUE',
-    help='any ModelSpec field, e.g. --override depth=2 (repeatable)',
+    help='any ModelSpec field, e.g. --override depth=2 --override stem_strides=2,2,1',
   )
   parser.add_argument(
-    '--state-key',
+    '--state_key',
     default=None,
     help='key of the state dict inside the checkpoint (default: model_state, '
     'model, state_dict, or the file itself)',
   )
   parser.add_argument(
-    '--allow-pickle',
+    '--allow_pickle',
     action='store_true',
     help='torch.load with weights_only=False (only for files you trust)',
   )
   args = parser.parse_args(argv)
-  overrides = parse_overrides(args.override)
+  try:
+    overrides = models.ModelSpec.parse_overrides(args.override)
+  except ValueError as e:
+    parser.error(str(e))
   if args.num_classes is not None:
     overrides['num_classes'] = args.num_classes
   if args.image_size is not None:

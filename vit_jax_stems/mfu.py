@@ -52,7 +52,7 @@ def peak_for(
 ) -> tuple[float | None, str]:
   """(peak TFLOP/s of one device or None, where it came from) for `device_kind` in `dtype`."""
   if override_tflops is not None:
-    return override_tflops, f'--peak-tflops {override_tflops:g} (given on the command line)'
+    return override_tflops, f'--peak_tflops {override_tflops:g} (given on the command line)'
   for key, peak in PEAKS:
     if key.lower() in device_kind.lower():
       value = peak.tflops(dtype)

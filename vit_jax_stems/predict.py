@@ -1,7 +1,7 @@
 """Inference from a weights directory: top-k classes for image files or a preprocessed batch.
 
-  python -m vit_jax_stems.predict --arch MODEL --weights DIR IMAGE [IMAGE ...] [--top-k 5]
-  python -m vit_jax_stems.predict --arch MODEL --weights DIR --npy BATCH.npy [--save-logits OUT.npy]
+  python -m vit_jax_stems.predict --arch MODEL --weights DIR IMAGE [IMAGE ...] [--top_k 5]
+  python -m vit_jax_stems.predict --arch MODEL --weights DIR --npy BATCH.npy [--save_logits OUT.npy]
 
 Image files get the model's eval preprocessing, the one its reference evaluates with (ModelSpec
 fields): resize the shorter side to floor(image_size / eval_crop_pct) with the spec's interpolation
@@ -125,14 +125,14 @@ def main(argv=None) -> None:
   )
   parser.add_argument('images', nargs='*', help='image files (any format PIL reads)')
   parser.add_argument('--npy', help='preprocessed NHWC float32 batch instead of image files')
-  parser.add_argument('--top-k', type=int, default=5)
-  parser.add_argument('--save-logits', help='write the (batch, classes) float32 logits here')
-  parser.add_argument('--batch-size', type=int, default=64)
+  parser.add_argument('--top_k', type=int, default=5)
+  parser.add_argument('--save_logits', help='write the (batch, classes) float32 logits here')
+  parser.add_argument('--batch_size', type=int, default=64)
   args = parser.parse_args(argv)
   if bool(args.images) == bool(args.npy):
     parser.error('give image files or --npy BATCH.npy (one of the two)')
   if args.top_k < 1:
-    parser.error('--top-k must be at least 1')
+    parser.error('--top_k must be at least 1')
   try:
     meta = weights_lib.read_model_json(args.weights)
     if meta['arch'] != args.arch:

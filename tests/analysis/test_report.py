@@ -88,11 +88,6 @@ def test_missing_sources_say_what_to_do(tmp_path):
 
 
 def test_command_line_parsing():
-  assert sources.parse_overrides('depth=2,stem_strides=(2,2,1),interpolation=bicubic') == {
-    'depth': 2,
-    'stem_strides': [2, 2, 1],
-    'interpolation': 'bicubic',
-  }
   assert locality_report._parse_queries('1,2;0,3') == [(1, 2), (0, 3)]
   with pytest.raises(SystemExit):
     locality_report.main(['--workdir', 'x', '--weights', 'a', '--arch', 'b'])

@@ -75,5 +75,5 @@ def test_xla_count_is_close_to_pycls_count():
 
 def test_cli_rejects_bad_image_size(capsys):
   with pytest.raises(SystemExit):
-    complexity_cli.main(['vit_p_1gf', '--image-size', '100'])
+    complexity_cli.main(['vit_p_1gf', '--image_size', '100'])
   assert 'divisible by patch_size' in capsys.readouterr().err

@@ -5,7 +5,7 @@ r"""The locality report of one run: `locality.json` and PNG figures written to t
   python -m vit_jax_stems.analysis.locality_report --workdir /tmp/convit_s_report \
       --weights /tmp/convit_small_weights --image photo.jpg
   python -m vit_jax_stems.analysis.locality_report --workdir /tmp/init_report --arch convit_ti \
-      --overrides image_size=64,num_classes=10
+      --override image_size=64 --override num_classes=10
 
 Sources (the first that applies): --weights DIR (converted weights), --arch NAME (a fresh init),
 else the trainer checkpoints in WORKDIR/checkpoints (latest step; with the run's config from
@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import logging
 import os
 import time
 from collections.abc import Sequence
@@ -37,9 +36,11 @@ from typing import Any
 
 import matplotlib
 import matplotlib.pyplot as plt
+from absl import logging
 
 from vit_jax_stems.analysis import images as images_lib
 from vit_jax_stems.analysis import locality, plots, sources
+from vit_jax_stems.models.spec import ModelSpec
 from vit_jax_stems.train import checkpointing
 
 LOCALITY_JSON = 'locality.json'
@@ -293,9 +294,11 @@ def main(argv=None) -> None:
   parser.add_argument('--weights', default=None, help='Converted weights directory instead.')
   parser.add_argument('--arch', default=None, help='Registered model name: analyse a fresh init.')
   parser.add_argument(
-    '--overrides',
-    default=None,
-    help="ModelSpec overrides for --arch, e.g. 'image_size=32,num_classes=10'.",
+    '--override',
+    action='append',
+    default=[],
+    metavar='FIELD=VALUE',
+    help='ModelSpec field for --arch, e.g. --override image_size=32; repeatable.',
   )
   parser.add_argument('--image', default=None, help='Image file for the attention maps.')
   parser.add_argument(
@@ -317,16 +320,20 @@ def main(argv=None) -> None:
   args = parser.parse_args(argv)
   if args.weights and args.arch:
     parser.error('Pass --weights or --arch, not both.')
-  if args.overrides and not args.arch:
-    parser.error('--overrides applies to --arch only.')
-  logging.basicConfig(level=logging.INFO, format='%(message)s')
+  if args.override and not args.arch:
+    parser.error('--override applies to --arch only.')
+  try:
+    arch_overrides = ModelSpec.parse_overrides(args.override)
+  except ValueError as e:
+    parser.error(str(e))
+  logging.set_verbosity(logging.INFO)
   matplotlib.use('Agg')  # files only, no display needed
   out = run_locality(
     None,
     args.workdir,
     weights_dir=args.weights,
     arch=args.arch,
-    arch_overrides=sources.parse_overrides(args.overrides),
+    arch_overrides=arch_overrides,
     image_path=args.image,
     num_images=args.num_images,
     which=args.which,

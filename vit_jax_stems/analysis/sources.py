@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import logging
 import os
 from typing import Any
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+from absl import logging
 
 from vit_jax_stems import models
 from vit_jax_stems.train import train_state
@@ -68,9 +68,10 @@ def checkpoint_steps(workdir: str) -> list[int]:
 
 def _saved_tree(step_dir: str) -> dict:
   """Shapes and dtypes of the saved state (orbax metadata; nothing is read)."""
-  absl_logger = logging.getLogger('absl')
+  absl_logger = logging.get_absl_logger()
   level = absl_logger.level
-  absl_logger.setLevel(logging.ERROR)  # "Metadata file does not exist": the manager writes it
+  # "Metadata file does not exist": the manager writes it
+  absl_logger.setLevel(logging.converter.absl_to_standard(logging.ERROR))
   try:  # one level up; the item's tree metadata is all we need
     metadata = ocp.StandardCheckpointer().metadata(os.path.join(step_dir, 'default'))
   finally:
@@ -167,33 +168,3 @@ def from_arch(arch: str, *, seed: int = 0, **overrides: Any) -> Run:
   return Run(
     model, fresh_variables(model, jax.random.PRNGKey(seed)), f'{arch} init (seed {seed})', 0
   )
-
-
-def parse_overrides(text: str | None) -> dict[str, Any]:
-  """'depth=2,hidden_size=32,stem_strides=(2,2,1)' -> dict (values parsed as JSON / tuples)."""
-  out: dict[str, Any] = {}
-  if not text:
-    return out
-  for part in _split_top_level(text):
-    key, sep, value = part.partition('=')
-    if not sep:
-      raise ValueError(f'Override {part!r} in {text!r} must look like name=value.')
-    value = value.strip()
-    try:
-      out[key.strip()] = json.loads(value.replace('(', '[').replace(')', ']'))
-    except json.JSONDecodeError:
-      out[key.strip()] = value
-  return out
-
-
-def _split_top_level(text: str) -> list[str]:
-  parts, depth, current = [], 0, ''
-  for ch in text:
-    depth += ch in '(['
-    depth -= ch in ')]'
-    if ch == ',' and depth == 0:
-      parts.append(current)
-      current = ''
-    else:
-      current += ch
-  return [p for p in parts + [current] if p.strip()]

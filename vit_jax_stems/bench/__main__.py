@@ -1,4 +1,4 @@
-"""`python -m vit_jax_stems.bench --models vit_p_4gf,convit_s --batch-size 256 --steps 20
+"""`python -m vit_jax_stems.bench --models vit_p_4gf,convit_s --batch_size 256 --steps 20
 --dtype bfloat16 --peer timm --json out.json`: the GPU benchmark of benchmarks/NOTES.md.
 
 Order of work: arguments and every case are validated first (nothing traced yet); then the timm
@@ -16,6 +16,7 @@ import sys
 from vit_jax_stems import models
 from vit_jax_stems.bench import cases as cases_lib
 from vit_jax_stems.bench import timm_peer
+from vit_jax_stems.models.spec import ModelSpec
 
 
 def parse_args(argv):
@@ -23,7 +24,7 @@ def parse_args(argv):
     prog='python -m vit_jax_stems.bench', description=__doc__.splitlines()[0]
   )
   p.add_argument('--models', required=True, help='Comma-separated registered model names.')
-  p.add_argument('--batch-size', type=int, required=True)
+  p.add_argument('--batch_size', type=int, required=True)
   p.add_argument('--steps', type=int, default=10, help='Steps per timed window.')
   p.add_argument('--repeats', type=int, default=3, help='Timed windows (the median counts).')
   p.add_argument('--warmup', type=int, default=2, help='Untimed steps after compilation.')
@@ -34,14 +35,14 @@ def parse_args(argv):
     help='Compute dtype (parameters and optimizer stay float32).',
   )
   p.add_argument(
-    '--image-size', type=int, default=None, help='Shortcut for --override image_size=N.'
+    '--image_size', type=int, default=None, help='Shortcut for --override image_size=N.'
   )
   p.add_argument(
     '--override',
     action='append',
     default=[],
     metavar='FIELD=VALUE',
-    help='ModelSpec field for every model, e.g. depth=2 or stem_channels=(8,16,32); repeatable.',
+    help='ModelSpec field for every model, e.g. depth=2 or stem_channels=8,16,32; repeatable.',
   )
   p.add_argument(
     '--peer',
@@ -50,7 +51,7 @@ def parse_args(argv):
     help="timm: also train timm's model of the same shapes (torch + timm needed).",
   )
   p.add_argument(
-    '--peer-no-compile',
+    '--peer_no_compile',
     action='store_true',
     help='Run the peer eagerly instead of under torch.compile.',
   )
@@ -67,7 +68,7 @@ def parse_args(argv):
     help='Rematerialise each encoder block in the backward pass.',
   )
   p.add_argument(
-    '--no-donate',
+    '--no_donate',
     action='store_true',
     help='Do not donate the train state to the step (to measure what donation buys).',
   )
@@ -77,22 +78,26 @@ def parse_args(argv):
     help='Add the equal-GF patchify twin of each conv-stem model (ViT_C vs ViT_P).',
   )
   p.add_argument(
-    '--gpsa-study',
+    '--gpsa_study',
     action='store_true',
     help='For GPSA models add the explicit path, the plain-attention twin and an '
     'output check fast vs explicit.',
   )
   p.add_argument(
-    '--peak-tflops',
+    '--peak_tflops',
     type=float,
     default=None,
     help='Peak to divide by instead of the device table (e.g. a nominal CPU peak).',
   )
   p.add_argument('--json', default=None, help='Write the full results here.')
   args = p.parse_args(argv)
+  try:
+    args.overrides = ModelSpec.parse_overrides(args.override)
+  except ValueError as e:
+    p.error(str(e))
   for name in ('batch_size', 'steps', 'repeats'):
     if getattr(args, name) < 1:
-      p.error(f'--{name.replace("_", "-")} must be at least 1.')
+      p.error(f'--{name} must be at least 1.')
   if args.warmup < 0:
     p.error('--warmup must be >= 0.')
   if args.peer == 'timm' and not timm_peer.available():
@@ -106,7 +111,7 @@ def parse_args(argv):
 
 def main(argv=None) -> dict:
   args = parse_args(sys.argv[1:] if argv is None else argv)
-  overrides = cases_lib.parse_overrides(args.override)
+  overrides = args.overrides
   if args.image_size is not None:
     overrides['image_size'] = args.image_size
   names = [n.strip() for n in args.models.split(',') if n.strip()]
@@ -149,7 +154,7 @@ def main(argv=None) -> dict:
   attention = jax_bench.resolve_attention(args.attention, device.platform, args.dtype)
   peak_tflops, peak_source = mfu.peak_for(device.device_kind, args.dtype, args.peak_tflops)
   if peak_tflops is None:
-    peak_source += '; pass --peak-tflops to state a nominal one'
+    peak_source += '; pass --peak_tflops to state a nominal one'
   settings = jax_bench.Settings(
     batch_size=args.batch_size,
     steps=args.steps,

@@ -7,7 +7,7 @@ for, a run can add
     twin is the same spec with a patchify stem and one block more; for the registered models it
     is exactly the registered vit_p / convit model of the same size. P1's runtime claim is about
     this pair.
-  * for GPSA models (`--gpsa-study`): the explicit path (softmax weights materialised,
+  * for GPSA models (`--gpsa_study`): the explicit path (softmax weights materialised,
     return_attention=True) and the plain-attention twin: the same widths, heads, MLP and depth
     with every block plain MHSA (a pycls-family spec, so the class token is present in all
     blocks: 197 instead of 196 tokens in the first blocks, +0.5% of the model's MACs). That
@@ -16,7 +16,6 @@ for, a run can add
 
 from __future__ import annotations
 
-import ast
 import dataclasses
 
 from vit_jax_stems import models
@@ -34,20 +33,6 @@ class Case:
   @property
   def macs_per_image(self) -> int:
     return models.complexity.count(self.spec)['flops']
-
-
-def parse_overrides(items: list[str]) -> dict:
-  """['depth=2', 'stem_channels=(8,16,32)'] -> {'depth': 2, 'stem_channels': (8, 16, 32)}."""
-  overrides = {}
-  for item in items:
-    key, sep, value = item.partition('=')
-    if not sep or not key:
-      raise ValueError(f'--override {item!r}: write it as field=value, e.g. --override depth=2.')
-    try:
-      overrides[key.strip()] = ast.literal_eval(value)
-    except (ValueError, SyntaxError):
-      overrides[key.strip()] = value  # a bare string such as interpolation=bicubic
-  return overrides
 
 
 def model_spec(name: str, overrides: dict) -> ModelSpec:

@@ -1,6 +1,6 @@
 """The PyTorch peer: timm's VisionTransformer / ConVit with our shapes, trained the usual way.
 
-Run as a subprocess by the benchmark (`python -m vit_jax_stems.bench.timm_peer --spec-json ...`),
+Run as a subprocess by the benchmark (`python -m vit_jax_stems.bench.timm_peer --spec_json ...`),
 so that torch never shares a process (or GPU memory, or threads) with JAX. Only this module
 imports torch and timm; both are optional (requirements-reference.txt).
 
@@ -24,7 +24,6 @@ No pretrained weights are downloaded: the models are built directly, randomly in
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import statistics
@@ -33,7 +32,11 @@ import sys
 import time
 from typing import Any
 
-_REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from vit_jax_stems import timm_import
+
+# The directory that holds this copy of the package (the repository root, or site-packages), so
+# that the peer subprocess imports the same copy from any working directory.
+_PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def available() -> bool:
@@ -63,9 +66,9 @@ def run_subprocess(
       sys.executable,
       '-m',
       'vit_jax_stems.bench.timm_peer',
-      '--spec-json',
+      '--spec_json',
       json.dumps(spec),
-      '--batch-size',
+      '--batch_size',
       str(batch_size),
       '--steps',
       str(steps),
@@ -79,9 +82,9 @@ def run_subprocess(
       out,
     ]
     if not compile_model:
-      cmd.append('--no-compile')
+      cmd.append('--no_compile')
     env = dict(os.environ)
-    env['PYTHONPATH'] = os.pathsep.join(p for p in (_REPO_ROOT, env.get('PYTHONPATH')) if p)
+    env['PYTHONPATH'] = os.pathsep.join(p for p in (_PACKAGE_PARENT, env.get('PYTHONPATH')) if p)
     proc = subprocess.run(
       cmd, capture_output=True, text=True, env=env, timeout=timeout_s, check=False
     )
@@ -95,25 +98,6 @@ def run_subprocess(
 # ------------------------------------------------------------------------------ torch side
 
 
-@contextlib.contextmanager
-def _timm_importable():
-  """timm's package import reaches torchvision, which the CPU env lacks on purpose (it would pull
-  a CUDA torch); tools/reference_models.py has the placeholder that makes the import work."""
-  try:
-    import torchvision  # noqa: F401  # pylint: disable=g-import-not-at-top,unused-import
-
-    yield
-    return
-  except ImportError:
-    pass
-  if _REPO_ROOT not in sys.path:
-    sys.path.insert(0, _REPO_ROOT)
-  from tools import reference_models  # pylint: disable=g-import-not-at-top
-
-  with reference_models._torchvision_placeholder():  # pylint: disable=protected-access
-    yield
-
-
 def build_peer(spec: dict):
   """(torch module, description) of the timm model with the shapes of `spec`."""
   if spec['stem'] != 'patchify':
@@ -125,7 +109,7 @@ def build_peer(spec: dict):
   mlp_ratio = mlp / hidden
   if int(hidden * mlp_ratio) != mlp:
     raise ValueError(f'mlp_dim={mlp} is not int(hidden*ratio) for any ratio timm can take.')
-  with _timm_importable():
+  with timm_import.without_torchvision():
     if spec['num_gpsa_layers']:
       from timm.models.convit import ConVit  # pylint: disable=g-import-not-at-top
 
@@ -297,13 +281,13 @@ def run_peer(
 
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument('--spec-json', required=True, help='ModelSpec.to_dict() as JSON.')
-  parser.add_argument('--batch-size', type=int, required=True)
+  parser.add_argument('--spec_json', required=True, help='ModelSpec.to_dict() as JSON.')
+  parser.add_argument('--batch_size', type=int, required=True)
   parser.add_argument('--steps', type=int, default=10)
   parser.add_argument('--repeats', type=int, default=3)
   parser.add_argument('--warmup', type=int, default=2)
   parser.add_argument('--dtype', choices=('float32', 'bfloat16'), default='bfloat16')
-  parser.add_argument('--no-compile', dest='compile_model', action='store_false')
+  parser.add_argument('--no_compile', dest='compile_model', action='store_false')
   parser.add_argument('--json', required=True)
   args = parser.parse_args(argv)
   row = run_peer(

@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import typing
+from collections.abc import Iterable
 from typing import Literal
 
+from vit_jax_stems import overrides as overrides_lib
 from vit_jax_stems.data.config import IMAGENET_MEAN, IMAGENET_STD  # imports no TensorFlow
 
 Family = Literal['pycls', 'convit']
@@ -157,3 +160,9 @@ class ModelSpec:
 
   def to_dict(self) -> dict:
     return dataclasses.asdict(self)
+
+  @classmethod
+  def parse_overrides(cls, items: Iterable[str]) -> dict:
+    """`--override` strings to typed fields: ['depth=2', 'stem_strides=2,2,1'] ->
+    {'depth': 2, 'stem_strides': (2, 2, 1)} (syntax: vit_jax_stems/overrides.py)."""
+    return overrides_lib.parse(items, typing.get_type_hints(cls), what='--override')

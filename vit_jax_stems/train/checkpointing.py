@@ -18,7 +18,6 @@ restore (a crash or a full disk while it was written) gives way to the one befor
 """
 
 import json
-import logging
 import os
 import signal
 import sys
@@ -26,6 +25,7 @@ import threading
 
 import jax
 import orbax.checkpoint as ocp
+from absl import logging
 from etils import epath
 
 CONFIG_JSON = 'config.json'  # the run's config, written into the workdir by the trainer

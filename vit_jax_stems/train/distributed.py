@@ -26,8 +26,9 @@ JAX's default heartbeat timeout is 100 s (main.py's default too); keep it genero
 fast on small ones.
 """
 
-import logging
 import os
+
+from absl import logging
 
 ADDRESS_VAR = 'JAX_COORDINATOR_ADDRESS'
 NUM_PROCESSES_VAR = 'JAX_NUM_PROCESSES'

@@ -6,11 +6,11 @@ devices and processes. Also `--mode eval`: evaluate a workdir's latest checkpoin
 converted PyTorch weights, on a split.
 """
 
-import logging
 import time
 
 import jax
 import jax.numpy as jnp
+from absl import logging
 
 from vit_jax_stems import data
 from vit_jax_stems.train import (

@@ -6,9 +6,8 @@ classifier head keeps its fresh initialisation when the number of classes differ
 fine-tuning start). Any other mismatch is an error naming the parameter.
 """
 
-import logging
-
 import numpy as np
+from absl import logging
 from flax import traverse_util
 
 

@@ -6,10 +6,10 @@ onto the state the trainer created, and neither module imports the other.
 """
 
 import dataclasses
-import logging
 from typing import Any
 
 import jax
+from absl import logging
 
 from vit_jax_stems.train import durations, sharding, train_state
 from vit_jax_stems.train import optimizer as optimizer_lib

@@ -6,11 +6,11 @@ converted weights); input; evaluators and writers; loop. Everything that runs pe
 decides when to log, evaluate, save and stop.
 """
 
-import logging
 import time
 
 import jax
 import numpy as np
+from absl import logging
 from etils import epath
 
 from vit_jax_stems import data, mfu, models

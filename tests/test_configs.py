@@ -1,0 +1,48 @@
+"""Config options after ':' are typed by their default: strict booleans, ints, unknown names named."""
+
+import pytest
+
+from configs import common, convit, vitc, vitp
+
+
+def _untuned_adamw(config):
+  return (config.optimizer.lr, config.optimizer.weight_decay) == common.P1_ADAMW['1gf']
+
+
+@pytest.mark.parametrize('arg', ['tuned=False', 'tuned=false', 'tuned=0', 'tuned=NO', ''])
+def test_a_false_boolean_is_false(arg):
+  assert _untuned_adamw(vitc.get_config(arg))
+
+
+@pytest.mark.parametrize('arg', ['tuned', 'tuned=True', 'tuned=true', 'tuned=1', 'tuned=yes'])
+def test_a_true_boolean_is_true(arg):
+  config = vitc.get_config(arg)
+  assert (config.optimizer.lr, config.optimizer.weight_decay) == common.P1_TUNED['vit_c_1gf'][0]
+
+
+@pytest.mark.parametrize('module', [vitc, vitp, convit])
+def test_demo_false_is_the_paper_recipe(module):
+  paper, demo = module.get_config(''), module.get_config('demo')
+  assert module.get_config('demo=false').to_dict() == paper.to_dict() != demo.to_dict()
+  assert module.get_config('demo=True').to_dict() == demo.to_dict()
+
+
+def test_epochs_is_an_integer():
+  assert vitp.get_config('size=4gf,epochs=100').total_epochs == 100.0
+  with pytest.raises(ValueError, match=r'config option epochs=100\.5: use an integer'):
+    vitp.get_config('epochs=100.5')
+
+
+@pytest.mark.parametrize(
+  'module,arg,message',
+  [
+    (vitc, 'tuned=maybe', 'config option tuned=maybe: use true or false'),
+    (convit, 'demo=ture', 'config option demo=ture: use true or false'),
+    (vitc, 'sise=4gf', "Unknown config option 'sise' in 'sise=4gf'. Did you mean size?"),
+    (vitc, 'size', 'write it as size=value'),
+  ],
+)
+def test_a_wrong_option_names_it(module, arg, message):
+  with pytest.raises(ValueError) as e:
+    module.get_config(arg)
+  assert message in str(e.value)

@@ -1,0 +1,40 @@
+"""`main.py` answers a mistyped --config field, value or option with one short message naming it,
+a non-zero exit and nothing written (each case a real `python main.py` subprocess)."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.mark.parametrize(
+  'args,expected',
+  [
+    (
+      ['--config.not_a_key=1'],
+      "--config.not_a_key=1: config has no field 'not_a_key'. Fields of config: async_checkpoints,",
+    ),
+    (['--config.optimzer.lr=1'], "config has no field 'optimzer'. Did you mean optimizer?"),
+    (['--config.ema.enabld=true'], "config.ema has no field 'enabld'. Did you mean enabled?"),
+    (['--config.batch_size=abc'], 'flag --config.batch_size=abc: invalid literal for int()'),
+    (['--config=configs/vitc.py:tuned=maybe'], 'config option tuned=maybe: use true or false'),
+  ],
+)
+def test_a_mistyped_config_setting_is_one_short_message(args, expected, tmp_path):
+  workdir = tmp_path / 'run'
+  config = [] if args[0].startswith('--config=') else ['--config=configs/vitc.py:demo']
+  proc = subprocess.run(
+    [sys.executable, 'main.py', *config, *args, f'--workdir={workdir}'],
+    cwd=ROOT,
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
+  assert proc.returncode != 0
+  assert 'Traceback' not in proc.stderr, proc.stderr
+  errors = [line for line in proc.stderr.splitlines() if 'FATAL Flags parsing error' in line]
+  assert len(errors) == 1 and expected in errors[0], proc.stderr
+  assert not workdir.exists()
