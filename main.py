@@ -24,7 +24,7 @@ import sys
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '1')
 os.environ.setdefault('TF_ENABLE_ONEDNN_OPTS', '0')
 
-from absl import app, flags, logging
+from absl import app, flags
 from ml_collections import config_flags
 
 config_flags.DEFINE_config_file(
@@ -144,9 +144,19 @@ def _package_dirs(*names):
 
 def _user_errors():
   """Errors whose message says what to change: printed without a traceback."""
-  from vit_jax_stems.train import checkpointing, trainer  # pylint: disable=g-import-not-at-top
+  from vit_jax_stems import data  # pylint: disable=g-import-not-at-top
+  from vit_jax_stems.train import (  # pylint: disable=g-import-not-at-top
+    checkpointing,
+    config_checks,
+    trainer,
+  )
 
-  return trainer.NonFiniteLossError, checkpointing.CheckpointError
+  return (
+    trainer.NonFiniteLossError,
+    checkpointing.CheckpointError,
+    config_checks.ConfigError,
+    data.DatasetNotReadyError,
+  )
 
 
 def main(argv):
@@ -163,7 +173,6 @@ def main(argv):
   try:
     MODES[FLAGS.mode](config, _absolute_workdir(FLAGS.workdir))
   except _user_errors() as e:
-    logging.error('%s', e)
     print(f'ERROR: {e}', file=sys.stderr, flush=True)
     sys.exit(1)
 

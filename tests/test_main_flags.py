@@ -38,3 +38,32 @@ def test_a_mistyped_config_setting_is_one_short_message(args, expected, tmp_path
   errors = [line for line in proc.stderr.splitlines() if 'FATAL Flags parsing error' in line]
   assert len(errors) == 1 and expected in errors[0], proc.stderr
   assert not workdir.exists()
+
+
+@pytest.mark.parametrize(
+  'args,expected',
+  [
+    (['--config.total_steps=0'], 'config.total_steps: must be > 0'),
+    (['--config.optimizer.name=adam'], "config.optimizer.name: 'adam' is not one of"),
+    (
+      ['--config.data.name=no_such_dataset'],
+      "No dataset named 'no_such_dataset'. Set config.data.name",
+    ),
+  ],
+)
+def test_a_setting_that_cannot_work_is_an_error_line_without_traceback(args, expected, tmp_path):
+  """Config checks and dataset lookup fail in the mode itself (after flag parsing): main.py prints
+  their message as one ERROR line, no traceback, and writes nothing."""
+  workdir = tmp_path / 'run'
+  proc = subprocess.run(
+    [sys.executable, 'main.py', '--config=configs/vitc.py:demo', *args, f'--workdir={workdir}'],
+    cwd=ROOT,
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
+  assert proc.returncode == 1, proc.stderr
+  assert 'Traceback' not in proc.stderr, proc.stderr
+  errors = [line for line in proc.stderr.splitlines() if line.startswith('ERROR: ')]
+  assert len(errors) == 1 and expected in errors[0], proc.stderr
+  assert not any(workdir.glob('*')) if workdir.exists() else True

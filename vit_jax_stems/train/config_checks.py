@@ -13,6 +13,11 @@ from vit_jax_stems import models
 from vit_jax_stems.data import device_augment
 from vit_jax_stems.train import config_schema, durations, optimizer, sharding
 
+
+class ConfigError(ValueError):
+  """A setting that cannot work; the message names the config field and what to change."""
+
+
 # Sections whose keys are free: config.model holds ModelSpec overrides, which the model's own
 # validation checks (`spec_fn` below) instead of the defaults of config_schema.
 FREE_FORM = ('config.model',)
@@ -23,7 +28,7 @@ def _check_fields(config, schema, where='config'):
   field added there is accepted here without any edit."""
   extra = sorted(set(config.keys()) - set(schema.keys()))
   if extra:
-    raise ValueError(
+    raise ConfigError(
       f'Unknown config field(s): {", ".join(f"{where}.{k}" for k in extra)}. '
       f'Known: {", ".join(sorted(schema.keys()))}.'
     )
@@ -36,11 +41,25 @@ def _check_fields(config, schema, where='config'):
 
 def _require(cond, field, msg):
   if not cond:
-    raise ValueError(f'config.{field}: {msg}')
+    raise ConfigError(f'config.{field}: {msg}')
 
 
-def check(config, *, num_devices=None, num_processes=None, model_names=None, spec_fn=None):
-  """Raises ValueError naming the field for any unknown or contradictory setting."""
+def check(config, **kwargs):
+  """Raises ConfigError naming the field for any unknown or contradictory setting.
+
+  The checks of other modules that it calls (durations, mesh, sharding rules, ModelSpec) raise
+  ValueError with the same kind of message; they come out as ConfigError too, so that callers
+  (main.py) can print them without a traceback.
+  """
+  try:
+    _check(config, **kwargs)
+  except ConfigError:
+    raise
+  except ValueError as e:
+    raise ConfigError(str(e)) from None
+
+
+def _check(config, *, num_devices=None, num_processes=None, model_names=None, spec_fn=None):
   num_processes = jax.process_count() if num_processes is None else num_processes
   if num_devices is None:
     num_devices = jax.device_count()

@@ -15,6 +15,7 @@ from absl import logging
 from vit_jax_stems import data
 from vit_jax_stems.train import (
   checkpointing,
+  config_checks,
   pretrained,
   run_setup,
   sharding,
@@ -78,7 +79,7 @@ def run(config, workdir, *, split=None):
     variables = {'params': jax.device_put(loaded, shardings)}
     source = f'converted weights {config.init_weights}'
   else:
-    raise ValueError(
+    raise config_checks.ConfigError(
       f'Nothing to evaluate: no checkpoint under {workdir}/checkpoints and '
       'config.init_weights is not set.'
     )
