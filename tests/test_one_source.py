@@ -110,8 +110,8 @@ def test_a_new_compute_dtype_reaches_models_config_checks_and_bench(monkeypatch)
   with pytest.raises(ValueError, match=r"config\.dtype: 'float16' is not one of"):
     config_checks.check(c, num_devices=1, num_processes=1)
   with pytest.raises(SystemExit):
-    bench_main.parse_args(['--models', 'vit_p_1gf', '--batch-size', '2', '--dtype', 'float16'])
+    bench_main.parse_args(['--models', 'vit_p_1gf', '--batch_size', '2', '--dtype', 'float16'])
   monkeypatch.setitem(models.COMPUTE_DTYPES, 'float16', jnp.float16)
   config_checks.check(c, num_devices=1, num_processes=1)
-  assert bench_main.parse_args(['--models', 'x', '--batch-size', '2', '--dtype', 'float16']).dtype
+  assert bench_main.parse_args(['--models', 'x', '--batch_size', '2', '--dtype', 'float16']).dtype
   assert models.create_model('vit_p_1gf', dtype='float16').dtype == jnp.float16
