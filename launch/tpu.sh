@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Cloud TPU VM launcher for vit_jax_stems: create, set up, sync, run, watch,
-# stop and delete one TPU VM (single host or pod slice) with gcloud.
+# stop and delete one TPU VM (single host or pod slice) with gcloud, or queue one that runs
+# by itself (queue: a queued resource with a startup script).
 # Walkthrough: launch/README.md. `--dry-run` prints each command, one per line,
 # exactly as it would run, and runs nothing.
 set -euo pipefail

@@ -171,6 +171,7 @@ def test_array_task_without_its_group_is_refused(
   [
     ('slurm', GROUPS, {'nodes': 2}, 'sets nodes itself'),
     ('slurm', GROUPS, {'ntasks_per_node': 8}, 'sets ntasks_per_node itself'),
+    ('slurm', GROUPS, {'max_parallel': '0'}, 'max_parallel is how many'),
     ('slurm', [], {}, 'no trial groups'),
     ('slurm', ['a:b'], {}, 'letters, digits'),
     ('slurm', ['g0', 'g0'], {}, 'listed twice'),

@@ -131,7 +131,13 @@ def slurm_command(sweep_argv, groups, workdir, *, max_parallel=None, **sbatch_op
       f'--submit slurm sets {", ".join(fixed)} itself: each array task runs one trial group '
       'as one process on one node'
     )
-  array = f'0-{len(groups) - 1}' + (f'%{int(max_parallel)}' if max_parallel else '')
+  array = f'0-{len(groups) - 1}'
+  if max_parallel is not None:
+    if not str(max_parallel).isdigit() or int(max_parallel) < 1:
+      raise SubmitError(
+        f'max_parallel is how many array tasks may run at once, got {max_parallel!r}'
+      )
+    array += f'%{int(max_parallel)}'
   options = {
     'job_name': f'sweep-{_slug(_last_component(workdir)) or "vit"}',
     # %A_%a: array job id and task index; appended to, so a requeued task keeps its log.
