@@ -70,10 +70,10 @@ remote_home_path() {
   printf '"$HOME"/%s' "$(shell_quote "$path")"
 }
 
-# The remote line that starts one detached main.py.
+# The remote line that starts one detached python program (main.py, or -m MODULE).
 #   $1 remote repo dir, $2 remote python (both relative to home), $3 log dir
 #   (relative to home), $4 env assignments as one already-quoted string ('' for
-#   none), then main.py's arguments.
+#   none), then python's arguments (main.py and its flags).
 # The process runs under setsid so it survives the ssh session and owns a
 # process group, whose id goes to <log dir>/main.pid; stop_snippet kills that
 # group. A second start while the first still runs is refused.
@@ -86,7 +86,7 @@ start_snippet() {
   shift 4
   local args
   args=$(shell_join "$@")
-  printf '%s' "mkdir -p $logs && if [ -f $logs/main.pid ] && kill -0 \"\$(cat $logs/main.pid)\" 2>/dev/null; then echo \"main.py already runs on \$(hostname) (pid \$(cat $logs/main.pid)); stop it first\" >&2; exit 1; fi && cd $repo && { ${env_prefix:+$env_prefix }setsid nohup $python main.py $args >>$logs/main.log 2>&1 </dev/null & echo \$! >$logs/main.pid; }"
+  printf '%s' "mkdir -p $logs && if [ -f $logs/main.pid ] && kill -0 \"\$(cat $logs/main.pid)\" 2>/dev/null; then echo \"main.py already runs on \$(hostname) (pid \$(cat $logs/main.pid)); stop it first\" >&2; exit 1; fi && cd $repo && { ${env_prefix:+$env_prefix }setsid nohup $python $args >>$logs/main.log 2>&1 </dev/null & echo \$! >$logs/main.pid; }"
 }
 
 # The remote line that stops the process group started by start_snippet: TERM,

@@ -119,7 +119,7 @@ if [[ "$SUBCOMMAND" == start ]]; then
   for i in "${!HOSTS[@]}"; do
     env_prefix=$(shell_join "JAX_COORDINATOR_ADDRESS=$coordinator" "JAX_NUM_PROCESSES=${#HOSTS[@]}" "JAX_PROCESS_ID=$i")
     line=$(start_snippet "$REMOTE_DIR" "$PYTHON" "$LOG_DIR" "$env_prefix" \
-      --config="$CONFIG" --workdir="$WORKDIR" --config.data.data_dir="$DATA_DIR" --mode="$MODE" \
+      main.py --config="$CONFIG" --workdir="$WORKDIR" --config.data.data_dir="$DATA_DIR" --mode="$MODE" \
       "${EXTRA_ARGS[@]}")
     run_cmd "${SSH[@]}" "${HOSTS[$i]}" "$line"
   done

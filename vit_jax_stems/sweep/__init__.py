@@ -1,1 +1,1 @@
-"""Hyperparameter sweeps as P1 runs them (random search, EDFs), trial groups and their reports."""
+"""Hyperparameter sweeps: random search as P1 does it, trial groups, results for EDFs."""
