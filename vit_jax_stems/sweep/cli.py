@@ -38,7 +38,10 @@ is trained or written. Results: DIR/trials.jsonl (runner.py); a killed sweep res
 same command is run again.
 """
 
+import dataclasses
+import importlib
 import sys
+from collections.abc import Callable
 
 from absl import flags
 
@@ -93,75 +96,117 @@ def refuse_sweep_flags():
     sys.exit(1)
 
 
+@dataclasses.dataclass(frozen=True)
+class Arguments:
+  """The sweep flags (SWEEP_FLAGS) as values."""
+
+  trials: int | None
+  space: str | None = None
+  models: list | None = None
+  optimizers: list | None = None
+  epochs: list | None = None
+  group_size: int = 8
+  groups: list | None = None
+  execution: str = 'auto'
+  sweep_seed: int = 0
+  submit: str | None = None
+  dry_run: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class ConfigSource:
+  """Where the configs come from: the `--config` argument (file and options), its --config.a.b
+  overrides ({dotted field: value}) and the function that loads a `--config` argument."""
+
+  argument: str
+  overrides: dict
+  load: Callable
+
+
 def run(config, workdir):
   """The sweep of the parsed flags: `config` is FLAGS.config (durations preferred from the
   command line), `workdir` absolute."""
+  flag = FLAGS['config']
+  return sweep(
+    config,
+    workdir,
+    Arguments(**{name: FLAGS[name].value for name in SWEEP_FLAGS}),
+    ConfigSource(flag.config_filename, flag.override_values, flag.parser.parse),
+    argv=sys.argv[1:],
+  )
+
+
+def sweep(config, workdir, args, source, *, argv):
+  """Checks everything, records DIR/sweep.json, then runs the trials of `args.groups` (all by
+  default) here, or submits one job per group with trials left (`args.submit`). `argv`: the
+  command's arguments, which the jobs get (less NOT_FOR_JOBS). Returns the runner's rows, or
+  what submit.submit returns."""
   from vit_jax_stems.sweep import runner, trials  # pylint: disable=g-import-not-at-top
 
-  definition, trial_list, base_configs = _plan(config)
+  definition, trial_list, base_configs = _plan(config, args, source)
   write = trials.check_workdir(workdir, definition, trial_list)
-  scope = _scope(trial_list, FLAGS.groups)
+  scope = _scope(trial_list, args.groups)
   _check_configs(base_configs, scope)
-  if FLAGS.dry_run and not FLAGS.submit:
+  if args.dry_run and not args.submit:
     raise trials.SweepError('--dry_run goes with --submit slurm|tpu.')
-  if write and not FLAGS.dry_run:
+  if write and not args.dry_run:
     trials.write_sweep_json(workdir, definition, trial_list)
-  if FLAGS.submit:
-    from vit_jax_stems.sweep import submit  # pylint: disable=g-import-not-at-top
-
+  if args.submit:
     groups = list(trials.by_group(runner.pending(scope, workdir)))
-    return submit.submit(
-      FLAGS.submit, job_argv(sys.argv[1:]), groups, workdir, dry_run=FLAGS.dry_run
-    )
+    if not groups:
+      print(f'sweep: every trial in {workdir} has a result; nothing to submit.', flush=True)
+      return None
+    submit = importlib.import_module('vit_jax_stems.sweep.submit')
+    return submit.submit(args.submit, job_argv(argv), groups, workdir, dry_run=args.dry_run)
   try:
-    return runner.run(scope, base_configs, workdir, execution=FLAGS.execution)
+    return runner.run(scope, base_configs, workdir, execution=args.execution)
   except runner.SweepStopped as e:
     print(f'sweep stopped: {e}; rerun the same command to resume.', flush=True)
     return None
 
 
-def _plan(config):
-  """(definition, trial list, base configs) of the flags; SweepError for bad arguments."""
+def _plan(config, args, source):
+  """(definition, trial list, base configs) of the arguments; SweepError for bad ones."""
   from vit_jax_stems import models  # pylint: disable=g-import-not-at-top
   from vit_jax_stems.sweep import space, trials  # pylint: disable=g-import-not-at-top
 
-  if FLAGS.trials is None or FLAGS.trials < 1:
+  if args.trials is None or args.trials < 1:
     raise trials.SweepError('--trials N (N >= 1) is required: trials per model and optimizer.')
-  if FLAGS.group_size < 1:
-    raise trials.SweepError(f'--group_size={FLAGS.group_size}: must be >= 1.')
-  if FLAGS.sweep_seed < 0:
-    raise trials.SweepError(f'--sweep_seed={FLAGS.sweep_seed}: must be >= 0.')
-  for name in FLAGS.models or []:
+  if args.group_size < 1:
+    raise trials.SweepError(f'--group_size={args.group_size}: must be >= 1.')
+  if args.sweep_seed < 0:
+    raise trials.SweepError(f'--sweep_seed={args.sweep_seed}: must be >= 0.')
+  for name in args.models or []:
     if name not in models.list_models():
       raise trials.SweepError(
         f'--models: no model {name!r} (python -m vit_jax_stems.complexity all).'
       )
-  epochs = [_positive_float(e) for e in FLAGS.epochs] if FLAGS.epochs else None
-  base_configs = _base_configs(config, FLAGS.optimizers)
+  epochs = [_positive_float(e) for e in args.epochs] if args.epochs else None
+  base_configs = _base_configs(config, args.optimizers, source)
   spaces = {
-    name: space.parse(FLAGS.space, c) if FLAGS.space else space.default_space(c)
+    name: space.parse(args.space, c) if args.space else space.default_space(c)
     for name, c in base_configs.items()
   }
   trial_list = trials.make_trials(
     base_configs=base_configs,
-    models=FLAGS.models,
+    models=args.models,
     epochs=epochs,
-    n_trials=FLAGS.trials,
+    n_trials=args.trials,
     spaces=spaces,
-    sweep_seed=FLAGS.sweep_seed,
-    group_size=FLAGS.group_size,
+    sweep_seed=args.sweep_seed,
+    group_size=args.group_size,
   )
   definition = {
-    'config': FLAGS['config'].config_filename,
-    'config_overrides': FLAGS['config'].override_values,
-    'space': FLAGS.space,
+    'config': source.argument,
+    'config_overrides': source.overrides,
+    'space': args.space,
     'spaces': {name: space.describe(s) for name, s in spaces.items()},
-    'models': FLAGS.models,
-    'optimizers': FLAGS.optimizers,
+    'models': args.models,
+    'optimizers': args.optimizers,
     'epochs': epochs,
-    'group_size': FLAGS.group_size,
-    'sweep_seed': FLAGS.sweep_seed,
-    'trials': FLAGS.trials,
+    'group_size': args.group_size,
+    'sweep_seed': args.sweep_seed,
+    'trials': args.trials,
   }
   return definition, trial_list, base_configs
 
@@ -178,7 +223,7 @@ def _positive_float(text):
   return value
 
 
-def _base_configs(config, optimizers):
+def _base_configs(config, optimizers, source):
   """{optimizer: config}: the config as given, or the config file once per optimizer with the
   option optimizer=NAME and the same --config overrides."""
   from vit_jax_stems import command_line  # pylint: disable=g-import-not-at-top
@@ -187,22 +232,20 @@ def _base_configs(config, optimizers):
 
   if not optimizers:
     return {config.optimizer.name: config}
-  flag = FLAGS['config']
-  overrides = flag.override_values
   configs = {}
   for name in optimizers:
     if name not in OPTIMIZERS:
       raise trials.SweepError(f'--optimizers: {name!r} is not one of {", ".join(OPTIMIZERS)}.')
-    argument = with_option(flag.config_filename, 'optimizer', name)
+    argument = with_option(source.argument, 'optimizer', name)
     try:
-      c = flag.parser.parse(argument)
+      c = source.load(argument)
     except ValueError as e:
       why = command_line.without_config_traceback(str(e)).strip().splitlines()[-1]
       raise trials.SweepError(
         f'--optimizers {name}: --config={argument}: {why.removeprefix("ValueError: ")}'
       ) from None
-    c.update_from_flattened_dict(overrides)
-    durations.prefer_command_line(c, [f'--config.{path}' for path in overrides])
+    c.update_from_flattened_dict(source.overrides)
+    durations.prefer_command_line(c, [f'--config.{path}' for path in source.overrides])
     if c.optimizer.name != name:
       raise trials.SweepError(
         f'--optimizers {name}: --config={argument} trains config.optimizer.name='

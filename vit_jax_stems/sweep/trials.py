@@ -26,8 +26,9 @@ from vit_jax_stems.sweep import space as space_lib
 from vit_jax_stems.train import config_checks
 
 SWEEP_JSON = 'sweep.json'
-# Arguments that may change between runs of one sweep: how many trials, and how they run.
-NOT_DEFINING = ('trials',)
+# Arguments that may change between runs of one sweep: how many trials; the --space text (its
+# parsed form, 'spaces', is what counts).
+NOT_DEFINING = ('trials', 'space')
 
 
 class SweepError(config_checks.ConfigError):
