@@ -26,6 +26,7 @@ config_flags.DEFINE_config_file(
 )
 flags.DEFINE_string('workdir', None, 'Sweep directory (local path or gs://...).')
 flags.mark_flags_as_required(['config', 'workdir'])
+flags.adopt_module_key_flags(cli)  # --helpshort lists the sweep's flags too
 FLAGS = flags.FLAGS
 
 

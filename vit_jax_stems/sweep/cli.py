@@ -141,6 +141,8 @@ def sweep(config, workdir, args, source, *, argv):
   default) here, or submits one job per group with trials left (`args.submit`). `argv`: the
   command's arguments, which the jobs get (less NOT_FOR_JOBS). Returns the runner's rows, or
   what submit.submit returns."""
+  import jax  # pylint: disable=g-import-not-at-top
+
   from vit_jax_stems.sweep import runner, trials  # pylint: disable=g-import-not-at-top
 
   definition, trial_list, base_configs = _plan(config, args, source)
@@ -149,7 +151,7 @@ def sweep(config, workdir, args, source, *, argv):
   _check_configs(base_configs, scope)
   if args.dry_run and not args.submit:
     raise trials.SweepError('--dry_run goes with --submit slurm|tpu.')
-  if write and not args.dry_run:
+  if write and not args.dry_run and jax.process_index() == 0:
     trials.write_sweep_json(workdir, definition, trial_list)
   if args.submit:
     groups = list(trials.by_group(runner.pending(scope, workdir)))
