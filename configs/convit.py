@@ -1,7 +1,8 @@
 r"""ConViT with the DeiT recipe of P2 (facebookresearch/convit main.py defaults); `demo` on mnist5k.
 
 Options after ':': size=ti|ti_plus|s|s_plus|b|b_plus (default ti), stem=patchify|conv
-(conv: GPSA over a ViT_C conv stem, the models convit_c_*; only ti, s, b), demo.
+(conv: GPSA over a ViT_C conv stem, the models convit_c_*; only ti, s, b), demo,
+optimizer=adamw|sgd (sgd with demo only: the demos' SGD, configs/common.py DEMO_SGD).
 
 Recipe: AdamW (eps 1e-8), lr 5e-4 * batch / 512 with batch 1024 ("+" models: 4e-4, batch 512),
 wd 0.05 not applied to 1-D parameters, biases, pos_embedding and cls_token; 300 epochs; warmup
@@ -26,11 +27,14 @@ SIZES = ('ti', 'ti_plus', 's', 's_plus', 'b', 'b_plus')
 
 
 def get_config(arg=None):
-  opts = common.parse_options(arg, size='ti', stem='patchify', demo=False)
+  opts = common.parse_options(arg, size='ti', stem='patchify', optimizer='adamw', demo=False)
   c = common.base_config()
   if opts['demo']:
-    common.demo(c, 'convit_ti', dict(common.DEMO_TRANSFORMER, depth=5, num_gpsa_layers=3))
+    model = dict(common.DEMO_TRANSFORMER, depth=5, num_gpsa_layers=3)
+    common.demo(c, 'convit_ti', model, opts['optimizer'])
     return c
+  if opts['optimizer'] != 'adamw':
+    raise ValueError(f'optimizer={opts["optimizer"]}: the DeiT recipe is AdamW only (SGD: demo).')
   size, stem = opts['size'], opts['stem']
   if size not in SIZES:
     raise ValueError(f'size={size!r}: choose one of {SIZES}.')

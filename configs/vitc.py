@@ -1,8 +1,9 @@
 r"""ViT_C (conv stem) with the P1 / pycls recipe; `demo` trains a small ViT_C on mnist5k on a CPU.
 
 Options after ':' (comma-separated): size=1gf|4gf|18gf|36gf|72gf (default 1gf),
-optimizer=adamw|sgd, epochs=N (P1: 100, 200 or 400; default 400), tuned (P1 Table 4 lr/wd,
-the 50-epoch tuning values, instead of the 400-epoch recipe), demo.
+optimizer=adamw|sgd (with demo: the demos' SGD, configs/common.py DEMO_SGD), epochs=N (P1: 100,
+200 or 400; default 400), tuned (P1 Table 4 lr/wd, the 50-epoch tuning values, instead of the
+400-epoch recipe), demo.
 
 Paper recipe (ImageNet-1k prepared for TFDS, see the README):
   python main.py --config configs/vitc.py:size=4gf --workdir gs://BUCKET/vitc4gf \

@@ -46,3 +46,17 @@ def test_a_wrong_option_names_it(module, arg, message):
   with pytest.raises(ValueError) as e:
     module.get_config(arg)
   assert message in str(e.value)
+
+
+@pytest.mark.parametrize('module', [vitc, vitp, convit])
+def test_every_demo_takes_the_demos_sgd_and_only_the_optimizer_changes(module):
+  adamw, sgd = module.get_config('demo'), module.get_config('demo,optimizer=sgd')
+  assert module.get_config('demo,optimizer=adamw').to_dict() == adamw.to_dict()
+  assert {k: sgd.optimizer[k] for k in common.DEMO_SGD} == common.DEMO_SGD
+  assert sgd.optimizer.wd_mask == adamw.optimizer.wd_mask == 'pycls'
+  assert dict(sgd.to_dict(), optimizer=None) == dict(adamw.to_dict(), optimizer=None)
+
+
+def test_the_deit_recipe_refuses_sgd():
+  with pytest.raises(ValueError, match='the DeiT recipe is AdamW only'):
+    convit.get_config('size=s,optimizer=sgd')

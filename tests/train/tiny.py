@@ -13,9 +13,9 @@ FAMILIES = {
 }
 
 
-def tiny_config(family='vitc', *, steps=4, image_size=16):
+def tiny_config(family='vitc', *, steps=4, image_size=16, optimizer='adamw'):
   module, model = FAMILIES[family]
-  c = module.get_config('demo')
+  c = module.get_config(f'demo,optimizer={optimizer}')
   c.model = common.ml_collections.ConfigDict(model)
   c.data.image_size = image_size
   c.batch_size = 16

@@ -1,1 +1,7 @@
-"""Hyperparameter sweeps: random search as P1 does it, trial groups, results for EDFs."""
+"""Hyperparameter sweeps as P1 runs them (random search, EDFs), trial groups and their reports.
+
+`python -m vit_jax_stems.sweep` (or `main.py --mode sweep`; flags in cli.py) samples trials from
+a search space (space.py) into a trial list (trials.py) and trains them group by group
+(runner.py): each trial alone with the trainer, or each group as one vmapped program
+(grouped.py), writing DIR/trials.jsonl.
+"""

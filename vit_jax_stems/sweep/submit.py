@@ -32,7 +32,8 @@ SWEEP_MODULE = 'vit_jax_stems.sweep'
 SLURM_SCRIPT = 'launch/slurm.sbatch'
 TPU_SCRIPT = 'launch/tpu.sh'
 # Flags of the sweep command that choose what this invocation does, not what a job runs.
-_VALUE_FLAGS = ('submit', 'groups')
+# main.py's `--mode sweep` goes too: every job runs the module form, `python -m vit_jax_stems.sweep`.
+_VALUE_FLAGS = ('submit', 'groups', 'mode', 'submit_option')
 # Group ids travel in VIT_SWEEP_GROUPS (':'-separated, inside sbatch's ','-separated
 # --export) and in resource names, so they keep to these characters.
 _GROUP_ID = re.compile(r'[A-Za-z0-9][A-Za-z0-9._-]*')
@@ -93,7 +94,7 @@ def submit(kind, sweep_argv, groups, workdir, *, dry_run, **scheduler_options):
 
 def job_argv(argv):
   """`argv` without the flags that choose what this invocation does (--submit X, --dry_run,
-  --groups X, in any absl spelling), so that it is what every job runs."""
+  --groups X, --submit_option X, main.py's --mode X, in any absl spelling), so that it is what every job runs."""
   out, skip_value = [], False
   for i, arg in enumerate(argv):
     if skip_value:

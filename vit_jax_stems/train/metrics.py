@@ -164,7 +164,7 @@ class ProgressPrinter:
     eta = 'n/a'
     if self._t0 is not None and step > self._s0:
       rate = (step - self._s0) / max(time.monotonic() - self._t0, 1e-9)
-      eta = _fmt_secs((self.total_steps - step) / rate)
+      eta = format_seconds((self.total_steps - step) / rate)
     parts = [f'step {step}/{self.total_steps} ({100 * step / self.total_steps:.0f}%)']
     parts += [f'{k} {_fmt(v)}' for k, v in values.items()]
     parts.append(f'ETA {eta}')
@@ -181,6 +181,7 @@ def _fmt(v):
   return f'{v:.4f}' if abs(v) < 10 else f'{v:.1f}'
 
 
-def _fmt_secs(s):
+def format_seconds(s):
+  """'1h02m03s' (progress lines' ETAs)."""
   s = int(s)
   return f'{s // 3600}h{s % 3600 // 60:02d}m{s % 60:02d}s'

@@ -30,7 +30,12 @@ from vit_jax_stems.train import (
 
 
 class NonFiniteLossError(FloatingPointError):
-  """The loss or the gradients became NaN/inf; the run stopped without saving that state."""
+  """The loss or the gradients became NaN/inf at `step`; the run stopped without saving that
+  state (a sweep counts the run as diverged)."""
+
+  def __init__(self, message, step=None):
+    super().__init__(message)
+    self.step = step
 
 
 def check_config(config):
@@ -174,7 +179,8 @@ def train_and_evaluate(config, workdir):
       good = ckpt.latest_step()
       ckpt.close()
       writer.flush()
-      raise NonFiniteLossError(_non_finite_message(step, float(m['loss']), good, ckpt, config))
+      message = _non_finite_message(step, float(m['loss']), good, ckpt, config)
+      raise NonFiniteLossError(message, step)
 
   with checkpointing.PreemptionWatch(ckpt) as preemption:
     for step in range(start_step + 1, plan.total_steps + 1):
