@@ -8,7 +8,6 @@ import json
 import os
 import subprocess
 import sys
-import types
 
 import pytest
 
@@ -124,11 +123,15 @@ def test_submit_gets_the_groups_with_trials_left_and_the_arguments_of_their_jobs
   tmp_path, monkeypatch
 ):
   submitted = []
-  fake = types.ModuleType('vit_jax_stems.sweep.submit')
-  fake.submit = lambda kind, argv, groups, workdir, *, dry_run: submitted.append(
-    (kind, argv, groups, workdir, dry_run)
+  from vit_jax_stems.sweep import submit  # pylint: disable=g-import-not-at-top
+
+  monkeypatch.setattr(
+    submit,
+    'submit',
+    lambda kind, argv, groups, workdir, *, dry_run: submitted.append(
+      (kind, argv, groups, workdir, dry_run)
+    ),
   )
-  monkeypatch.setitem(sys.modules, 'vit_jax_stems.sweep.submit', fake)
   trained = _fake_trainer(monkeypatch)
   source, workdir = _source(), str(tmp_path)
   args = cli.Arguments(trials=3, group_size=2, optimizers=['adamw', 'sgd'], submit='tpu')
