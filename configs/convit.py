@@ -26,11 +26,13 @@ SIZES = ('ti', 'ti_plus', 's', 's_plus', 'b', 'b_plus')
 
 
 def get_config(arg=None):
-  opts = common.parse_options(arg, size='ti', stem='patchify', demo=False)
+  opts = common.parse_options(arg, size='ti', stem='patchify', demo=False, dataset='mnist5k')
   c = common.base_config()
   if opts['demo']:
-    common.demo(c, 'convit_ti', dict(common.DEMO_TRANSFORMER, depth=5, num_gpsa_layers=3))
+    demo_model = dict(common.DEMO_TRANSFORMER, depth=5, num_gpsa_layers=3)
+    common.demo(c, 'convit_ti', lambda patch: dict(demo_model, patch_size=patch), opts['dataset'])
     return c
+  common.no_demo_dataset(opts['dataset'])
   size, stem = opts['size'], opts['stem']
   if size not in SIZES:
     raise ValueError(f'size={size!r}: choose one of {SIZES}.')

@@ -19,17 +19,18 @@ Demo (this repo's CPU check):
 
 from configs import common
 
+# Demo conv stems, P1's shape (3x3 stride-2 convs doubling the width, then a 1x1 to the hidden
+# size): two stride-2 convs for patch 4 (mnist5k, 32x32), three for patch 8 (cluttered_mnist5k,
+# 64x64). Each costs about one transformer block, so the demo has one block fewer than ViT_P's.
+DEMO_STEMS = {
+  4: dict(stem_kernels=(3, 3, 1), stem_strides=(2, 2, 1), stem_channels=(16, 32, 64)),
+  8: dict(stem_kernels=(3, 3, 3, 1), stem_strides=(2, 2, 2, 1), stem_channels=(16, 32, 64, 64)),
+}
+
 
 def get_config(arg=None):
-  # Demo: conv stem 3x3 s2 -> 3x3 s2 -> 1x1 (patch 4), one block fewer than ViT_P's demo as in P1.
   return common.pycls_family_config(
     arg,
     'vit_c',
-    dict(
-      common.DEMO_TRANSFORMER,
-      depth=4,
-      stem_kernels=(3, 3, 1),
-      stem_strides=(2, 2, 1),
-      stem_channels=(16, 32, 64),
-    ),
+    lambda patch: dict(common.DEMO_TRANSFORMER, patch_size=patch, depth=4, **DEMO_STEMS[patch]),
   )

@@ -18,4 +18,6 @@ from configs import common
 
 
 def get_config(arg=None):
-  return common.pycls_family_config(arg, 'vit_p', dict(common.DEMO_TRANSFORMER, depth=5))
+  return common.pycls_family_config(
+    arg, 'vit_p', lambda patch: dict(common.DEMO_TRANSFORMER, patch_size=patch, depth=5)
+  )
