@@ -319,7 +319,7 @@ def _write_cache(path: epath.Path, array: np.ndarray):
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.parent / f'.{path.name}.{os.getpid()}.tmp'
     tmp.write_bytes(buffer.getvalue())
-    tmp.rename(path)  # atomic locally: a concurrent reader sees the whole file or none
+    tmp.replace(path)  # atomic locally: a concurrent reader sees the whole file or none
   except OSError as e:
     logging.warning('Could not cache the labels in %s (%s); each run reads them again.', path, e)
 
