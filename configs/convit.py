@@ -1,7 +1,8 @@
 r"""ConViT with the DeiT recipe of P2 (facebookresearch/convit main.py defaults); `demo` on mnist5k.
 
 Options after ':': size=ti|ti_plus|s|s_plus|b|b_plus (default ti), stem=patchify|conv
-(conv: GPSA over a ViT_C conv stem, the models convit_c_*; only ti, s, b), demo.
+(conv: GPSA over a ViT_C conv stem, the models convit_c_*; only ti, s, b), demo,
+dataset=mnist5k|cluttered_mnist5k (with demo; patch 8 on cluttered_mnist5k's 64x64).
 
 Recipe: AdamW (eps 1e-8), lr 5e-4 * batch / 512 with batch 1024 ("+" models: 4e-4, batch 512),
 wd 0.05 not applied to 1-D parameters, biases, pos_embedding and cls_token; 300 epochs; warmup
