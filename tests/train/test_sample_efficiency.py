@@ -126,4 +126,4 @@ def test_the_command_trains_each_run_once_and_writes_table_plot_and_numbers(tmp_
 
   other = _command(workdir, '--config.optimizer.lr=0.01')
   assert other.returncode == 1 and 'Traceback' not in other.stderr
-  assert 'holds a finished run of another config' in other.stderr
+  assert 'holds a run of another config' in other.stderr and 'config.json' in other.stderr

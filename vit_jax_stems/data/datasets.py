@@ -156,8 +156,8 @@ def prepare(
 def get_builder(config) -> tfds.core.DatasetBuilder:
   """The TFDS builder of config.name in config.data_dir, checked to be prepared.
 
-  The embedded datasets (mnist5k, cluttered_mnist5k) are prepared on first use; every other dataset must already be
-  prepared, otherwise DatasetNotReadyError explains how.
+  The embedded datasets (mnist5k, cluttered_mnist5k) are prepared on first use; every other
+  dataset must already be prepared, otherwise DatasetNotReadyError explains how.
   """
   data_dir = resolve_data_dir(config.data_dir)
   builder = _builder(config.name, data_dir, 'config.data.name')
@@ -306,7 +306,11 @@ def split_labels(builder, data_dir: str, name: str, label_key: str) -> np.ndarra
     labels = np.full(split.num_examples, -1, np.int64)
     for positions, values in tfds.as_numpy(ds):
       labels[positions] = values
-    assert (labels >= 0).all(), f'{builder.name} {name}: records missing from the label pass'
+    if (labels < 0).any():
+      raise DatasetNotReadyError(
+        f'{builder.name} {name}: {int((labels < 0).sum())} records missing from the label pass; '
+        'the prepared files are damaged: prepare the dataset again.'
+      )
     _write_cache(path, labels)
   _LABELS[str(path)] = labels
   return labels
@@ -329,8 +333,7 @@ def class_balanced_prefix(labels: np.ndarray, fraction: float) -> np.ndarray:
 
   The floor has a 1e-9 tolerance: 0.29 * 100 is 28.999999999999996 in floating point and keeps 29.
   """
-  classes, inverse, counts = np.unique(labels, return_inverse=True, return_counts=True)
-  del classes
+  _, inverse, counts = np.unique(labels, return_inverse=True, return_counts=True)
   quota = np.floor(counts * fraction + 1e-9).astype(np.int64)
   order = np.argsort(inverse, kind='stable')  # by class, TFDS order within each class
   rank = np.empty(len(labels), np.int64)
@@ -357,7 +360,8 @@ def _one_range(builder, split) -> tuple[str, int, int]:
 
 
 def train_subset(builder, config) -> tuple[str, np.ndarray]:
-  """(split name, TFDS indices of the subset of config.train_split that config.train_fraction keeps)."""
+  """(split name, TFDS indices, ascending, of the examples of config.train_split that
+  config.train_fraction keeps)."""
   name, first, end = _one_range(builder, config.train_split)
   labels = split_labels(builder, resolve_data_dir(config.data_dir), name, config.label_key)
   chosen = first + class_balanced_prefix(labels[first:end], train_fraction(config))

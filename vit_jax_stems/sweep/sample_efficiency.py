@@ -17,8 +17,9 @@ subset, as in P2 (convit `main.py` keeps --warmup-epochs when --epochs is raised
 
 --models sets config.model_name (default: the config's); a model of another family needs its own
 config file, so run the command once per config into the same DIR: the table and the plot gather
-every finished run under DIR. Resumable: a run with a result.json is skipped (after checking that
-it was made with the same config), an unfinished one resumes from its checkpoints.
+every finished run under DIR. Resumable: a run with a result.json is skipped, an unfinished one
+resumes from its checkpoints; a run directory of another config (its config.json) stops the
+command before anything trains.
 
 Writes, after every run: DIR/<model>/f<percent>/result.json, and DIR/sample_efficiency.json (the
 numbers), DIR/sample_efficiency.md (top-1 per model and fraction, and P2's relative gap over the
@@ -102,14 +103,18 @@ def fraction_config(base, model: str, fraction: float, full_plan, num_train_exam
       if f'{prefix}_{unit}' in c:
         c[f'{prefix}_{unit}'] = None
     c[f'{prefix}_steps'] = every // full_plan.accum if every else None
-  subset_steps_per_epoch = max(1, num_train_examples // base.batch_size)  # as run_setup.make_plan
-  c.ema.alpha = base.ema.alpha * full_plan.steps_per_epoch / subset_steps_per_epoch
+  if c.ema.enabled:
+    subset_steps_per_epoch = max(1, num_train_examples // base.batch_size)  # as make_plan
+    c.ema.alpha = base.ema.alpha * full_plan.steps_per_epoch / subset_steps_per_epoch
   return c
 
 
 def config_digest(config) -> str:
   """What makes two runs the same run: the config without where the data lives."""
-  plain = json.loads(config.to_json_best_effort(sort_keys=True))
+  return _digest(json.loads(config.to_json_best_effort()))
+
+
+def _digest(plain: dict) -> str:
   for key in ('data_dir', 'manual_dir'):
     plain['data'].pop(key, None)
   return hashlib.sha1(json.dumps(plain, sort_keys=True).encode()).hexdigest()[:16]
@@ -158,8 +163,9 @@ def run_one(config, workdir: epath.Path, train_examples: int) -> dict | None:
   }
 
 
-def run_grid(base, models, fractions, workdir, *, baseline=None) -> dict:
-  """Every (model, fraction) run not finished yet, then the summary files; returns the summary.
+def run_grid(base, models, fractions, workdir, *, baseline=None) -> dict | None:
+  """Every (model, fraction) run not finished yet, then the summary files; returns the summary,
+  or None when a run was preempted (it saved a checkpoint; rerunning resumes it).
 
   Every run's config and workdir are checked before the first one trains.
   """
@@ -194,19 +200,22 @@ def run_grid(base, models, fractions, workdir, *, baseline=None) -> dict:
     result = run_one(config, run_dir, train_examples)
     if result is None:
       print(f'{name}: preempted; rerun the same command to resume.', flush=True)
-      sys.exit(0)
+      return None
     _write_json(run_dir / RESULT_JSON, result)
     write_summary(workdir, baseline=baseline)
   return write_summary(workdir, baseline=baseline)
 
 
 def _check_same_run(run_dir: epath.Path, config):
-  done = _read_result(run_dir / RESULT_JSON)
-  if done is not None and done['config_digest'] != config_digest(config):
+  """GridError if run_dir holds a run (finished or not) of another config: its config.json,
+  written by the trainer when the run started, is compared without where the data lives."""
+  from vit_jax_stems.train import checkpointing  # pylint: disable=g-import-not-at-top
+
+  path = run_dir / checkpointing.CONFIG_JSON
+  if path.exists() and _digest(json.loads(path.read_text())) != config_digest(config):
     raise GridError(
-      f'{run_dir} holds a finished run of another config (config_digest {done["config_digest"]}, '
-      f'this one {config_digest(config)}; its config is {run_dir / "config.json"}). Use another '
-      '--workdir, or delete that run directory to train it again.'
+      f'{run_dir} holds a run of another config (its config: {path}). Use another --workdir, or '
+      'delete that run directory to train it again.'
     )
 
 
@@ -356,10 +365,12 @@ def main(argv):
   models = FLAGS.models or [config.model_name]
   workdir = FLAGS.workdir if '://' in FLAGS.workdir else os.path.abspath(FLAGS.workdir)
   try:
-    run_grid(config, models, fractions, workdir, baseline=FLAGS.baseline)
+    summary = run_grid(config, models, fractions, workdir, baseline=FLAGS.baseline)
   except _user_errors() as e:
     print(f'ERROR: {e}', file=sys.stderr, flush=True)
     sys.exit(1)
+  if summary is None:  # preempted
+    return
   print(f'sample efficiency: wrote {workdir}/{SUMMARY}.{{md,png,json}}', flush=True)
   print(epath.Path(workdir, f'{SUMMARY}.md').read_text(), flush=True)
 
