@@ -48,12 +48,16 @@ PYCLS_SIZES = ('1gf', '4gf', '18gf', '36gf', '72gf')
 
 def pycls_family_config(arg, prefix, demo_overrides):
   """Config of `{prefix}_{size}` (vit_p / vit_c) from options 'size=..,optimizer=..,epochs=..,
-  tuned,demo'; the demo trains `{prefix}_1gf` with `demo_overrides` on mnist5k."""
-  opts = parse_options(arg, size='1gf', optimizer='adamw', epochs=400, tuned=False, demo=False)
+  tuned,demo,dataset=..'; the demo trains `{prefix}_1gf` with the ModelSpec overrides
+  `demo_overrides(patch_size)` on an embedded dataset."""
+  opts = parse_options(
+    arg, size='1gf', optimizer='adamw', epochs=400, tuned=False, demo=False, dataset='mnist5k'
+  )
   c = base_config()
   if opts['demo']:
-    demo(c, f'{prefix}_1gf', demo_overrides, opts['optimizer'])
+    demo(c, f'{prefix}_1gf', demo_overrides, opts['optimizer'], opts['dataset'])
     return c
+  no_demo_dataset(opts['dataset'])
   if opts['size'] not in PYCLS_SIZES:
     raise ValueError(f'size={opts["size"]!r}: choose one of {PYCLS_SIZES}.')
   pycls_recipe(
@@ -103,18 +107,28 @@ def pycls_recipe(c, model_name, size, optimizer, epochs, tuned):
 # (1.9 * 128 / 2048 = 0.119, rounded), and their weight decay 1.3e-5; nesterov momentum 0.9.
 DEMO_SGD = dict(name='sgd', lr=0.12, weight_decay=1.3e-5, momentum=0.9, nesterov=True)
 
+# The demos' datasets (option dataset=...): the data config, and the patch size that gives both
+# the same 8x8 tokens, so that the transformer costs the same on either.
+DEMO_DATASETS = {
+  'mnist5k': (data_config.default_config, 4),  # 28x28 digits upscaled to 32x32
+  'cluttered_mnist5k': (data_config.cluttered_config, 8),  # 64x64 canvas
+}
 
-def demo(c, model_name, model_overrides, optimizer='adamw'):
-  """A scaled-down model on the embedded mnist5k digits (32x32), sized for a 2-core CPU.
 
-  AdamW (or SGD: `DEMO_SGD`) with the pycls weight-decay mask and schedule shape (per-step lr for
-  so short a run), EMA with a rate raised so that a 15-epoch run averages over about the last
-  epoch.
+def demo(c, model_name, model_overrides, optimizer='adamw', dataset='mnist5k'):
+  """A scaled-down model on an embedded dataset (`DEMO_DATASETS`), sized for a 2-core CPU.
+
+  model_overrides(patch_size) -> the ModelSpec overrides. AdamW (or SGD: `DEMO_SGD`) with the
+  pycls weight-decay mask and schedule shape (per-step lr for so short a run), EMA with a rate
+  raised so that a 15-epoch run averages over about the last epoch.
   """
+  if dataset not in DEMO_DATASETS:
+    raise ValueError(f'dataset={dataset!r}: choose one of {", ".join(DEMO_DATASETS)}.')
+  data_fn, patch_size = DEMO_DATASETS[dataset]
   c.model_name = model_name
-  c.model = ml_collections.ConfigDict(model_overrides)
+  c.model = ml_collections.ConfigDict(model_overrides(patch_size))
   c.dtype = 'float32'
-  c.data = data_config.default_config()
+  c.data = data_fn()
   c.batch_size = 128
   c.eval_batch_size = 200
   c.total_epochs = 15.0
@@ -140,5 +154,12 @@ def demo(c, model_name, model_overrides, optimizer='adamw'):
   c.keep_checkpoints = 2
 
 
-# One small transformer for every demo so the three families compare at equal width.
-DEMO_TRANSFORMER = dict(hidden_size=64, num_heads=4, mlp_dim=128, patch_size=4)
+def no_demo_dataset(dataset):
+  """The paper recipes train on ImageNet: the option dataset= belongs to the demo."""
+  if dataset != 'mnist5k':
+    raise ValueError(f'dataset={dataset}: a demo option; add demo (e.g. demo,dataset={dataset}).')
+
+
+# One small transformer for every demo so the three families compare at equal width (the patch
+# size comes with the dataset, DEMO_DATASETS).
+DEMO_TRANSFORMER = dict(hidden_size=64, num_heads=4, mlp_dim=128)

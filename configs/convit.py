@@ -3,6 +3,7 @@ r"""ConViT with the DeiT recipe of P2 (facebookresearch/convit main.py defaults)
 Options after ':': size=ti|ti_plus|s|s_plus|b|b_plus (default ti), stem=patchify|conv
 (conv: GPSA over a ViT_C conv stem, the models convit_c_*; only ti, s, b), demo,
 optimizer=adamw|sgd (sgd with demo only: the demos' SGD, configs/common.py DEMO_SGD).
+dataset=mnist5k|cluttered_mnist5k (with demo; patch 8 on cluttered_mnist5k's 64x64).
 
 Recipe: AdamW (eps 1e-8), lr 5e-4 * batch / 512 with batch 1024 ("+" models: 4e-4, batch 512),
 wd 0.05 not applied to 1-D parameters, biases, pos_embedding and cls_token; 300 epochs; warmup
@@ -27,12 +28,21 @@ SIZES = ('ti', 'ti_plus', 's', 's_plus', 'b', 'b_plus')
 
 
 def get_config(arg=None):
-  opts = common.parse_options(arg, size='ti', stem='patchify', optimizer='adamw', demo=False)
+  opts = common.parse_options(
+    arg, size='ti', stem='patchify', optimizer='adamw', demo=False, dataset='mnist5k'
+  )
   c = common.base_config()
   if opts['demo']:
-    model = dict(common.DEMO_TRANSFORMER, depth=5, num_gpsa_layers=3)
-    common.demo(c, 'convit_ti', model, opts['optimizer'])
+    demo_model = dict(common.DEMO_TRANSFORMER, depth=5, num_gpsa_layers=3)
+    common.demo(
+      c,
+      'convit_ti',
+      lambda patch: dict(demo_model, patch_size=patch),
+      opts['optimizer'],
+      opts['dataset'],
+    )
     return c
+  common.no_demo_dataset(opts['dataset'])
   if opts['optimizer'] != 'adamw':
     raise ValueError(f'optimizer={opts["optimizer"]}: the DeiT recipe is AdamW only (SGD: demo).')
   size, stem = opts['size'], opts['stem']

@@ -1,7 +1,8 @@
 r"""ViT_P (patchify stem) with the P1 / pycls recipe; `demo` trains a small ViT_P on mnist5k.
 
 Options after ':' as in configs/vitc.py: size=1gf|4gf|18gf|36gf|72gf, optimizer=adamw|sgd,
-epochs=N (default 400), tuned, demo.
+epochs=N (default 400), tuned, demo, dataset=mnist5k|cluttered_mnist5k (with demo; patch 8 on
+cluttered_mnist5k's 64x64).
 
 Paper recipe:
   python main.py --config configs/vitp.py:size=4gf --workdir gs://BUCKET/vitp4gf \
@@ -18,4 +19,6 @@ from configs import common
 
 
 def get_config(arg=None):
-  return common.pycls_family_config(arg, 'vit_p', dict(common.DEMO_TRANSFORMER, depth=5))
+  return common.pycls_family_config(
+    arg, 'vit_p', lambda patch: dict(common.DEMO_TRANSFORMER, patch_size=patch, depth=5)
+  )

@@ -1,5 +1,7 @@
 """Config options after ':' are typed by their default: strict booleans, ints, unknown names named."""
 
+import math
+
 import pytest
 
 from configs import common, convit, vitc, vitp
@@ -40,6 +42,8 @@ def test_epochs_is_an_integer():
     (convit, 'demo=ture', 'config option demo=ture: use true or false'),
     (vitc, 'sise=4gf', "Unknown config option 'sise' in 'sise=4gf'. Did you mean size?"),
     (vitc, 'size', 'write it as size=value'),
+    (vitp, 'dataset=cluttered_mnist5k', 'a demo option; add demo'),
+    (convit, 'demo,dataset=cifar10', "dataset='cifar10': choose one of mnist5k, cluttered_mnist5k"),
   ],
 )
 def test_a_wrong_option_names_it(module, arg, message):
@@ -60,3 +64,19 @@ def test_every_demo_takes_the_demos_sgd_and_only_the_optimizer_changes(module):
 def test_the_deit_recipe_refuses_sgd():
   with pytest.raises(ValueError, match='the DeiT recipe is AdamW only'):
     convit.get_config('size=s,optimizer=sgd')
+
+
+def test_the_cluttered_demo_changes_only_the_data_and_the_patch(module):
+  """64x64 canvases with patch 8 (a stem of three stride-2 convs for ViT_C): the same 8x8 tokens
+  as the mnist5k demo at 32x32 with patch 4, so the transformer costs the same."""
+  plain, cluttered = module.get_config('demo'), module.get_config('demo,dataset=cluttered_mnist5k')
+  assert (cluttered.data.name, cluttered.data.image_size) == ('cluttered_mnist5k', 64)
+  for c in (plain, cluttered):
+    assert c.data.image_size // c.model.patch_size == 8
+    if 'stem_strides' in c.model:
+      assert math.prod(c.model.stem_strides) == c.model.patch_size
+  assert {k for k in plain if plain[k] != cluttered[k]} == {'model', 'data'}
+  stem = ('stem_kernels', 'stem_strides', 'stem_channels', 'patch_size')
+  assert {k: v for k, v in plain.model.items() if k not in stem} == {
+    k: v for k, v in cluttered.model.items() if k not in stem
+  }

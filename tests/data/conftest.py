@@ -1,4 +1,5 @@
-"""Session fixtures for the data tests: the embedded mnist5k and a small generated ImageNet, prepared in tmp dirs."""
+"""Session fixtures for the data tests: the embedded mnist5k and cluttered_mnist5k and a small generated
+ImageNet, prepared in tmp dirs."""
 
 import os
 
@@ -16,6 +17,16 @@ def mnist_dir(tmp_path_factory):
   """A data_dir where mnist5k has been prepared (by get_dataset_info, as a fresh machine would)."""
   data_dir = str(tmp_path_factory.mktemp('tfds_mnist'))
   config = data.default_config()
+  config.data_dir = data_dir
+  data.get_dataset_info(config)
+  return data_dir
+
+
+@pytest.fixture(scope='session')
+def cluttered_dir(tmp_path_factory):
+  """A data_dir where cluttered_mnist5k has been prepared (by get_dataset_info, on first use)."""
+  data_dir = str(tmp_path_factory.mktemp('tfds_cluttered'))
+  config = data.cluttered_config()
   config.data_dir = data_dir
   data.get_dataset_info(config)
   return data_dir

@@ -31,13 +31,16 @@ def _check(c, num_devices=8):
     (vitc, 'size=72gf'),
     (vitc, 'tuned,epochs=100'),
     (vitc, 'demo'),
+    (vitc, 'demo,dataset=cluttered_mnist5k'),
     (vitp, None),
     (vitp, 'size=4gf,optimizer=sgd'),
     (vitp, 'demo'),
+    (vitp, 'demo,dataset=cluttered_mnist5k'),
     (convit, None),
     (convit, 'size=b_plus'),
     (convit, 'size=s,stem=conv'),
     (convit, 'demo'),
+    (convit, 'demo,dataset=cluttered_mnist5k'),
   ],
 )
 def test_every_config_option_passes_the_checks(module, arg):

@@ -1,5 +1,5 @@
 """Input pipeline over TFDS and tf.data: any TFDS image classification dataset, the papers' augmentations,
-exact multi-host evaluation, and the embedded `mnist5k` dataset.
+exact multi-host evaluation, and the embedded `mnist5k` and `cluttered_mnist5k` datasets.
 
     from vit_jax_stems import data
     dcfg = data.default_config()                    # or data.paper_recipe_config('vitc' | 'convit')
@@ -17,6 +17,7 @@ import importlib
 from vit_jax_stems.data.config import (
   IMAGENET_MEAN,
   IMAGENET_STD,
+  cluttered_config,
   default_config,
   paper_recipe_config,
 )
@@ -50,6 +51,7 @@ __all__ = [
   'DatasetNotReadyError',
   'EvalIterator',
   'TrainIterator',
+  'cluttered_config',
   'default_config',
   'get_dataset_info',
   'make_eval_dataset',

@@ -1,6 +1,7 @@
 """Data and augmentation configuration: one ConfigDict with every knob of the input pipeline.
 
-`default_config()` trains on the embedded `mnist5k` dataset (no download, CPU-sized);
+`default_config()` trains on the embedded `mnist5k` dataset (no download, CPU-sized),
+`cluttered_config()` on the embedded, harder `cluttered_mnist5k`;
 `paper_recipe_config('vitc' | 'convit')` gives the ImageNet recipes of the two papers:
 P1 = "Early Convolutions Help Transformers See Better" (pycls, vitconfigs branch),
 P2 = ConViT (DeiT recipe, facebookresearch/convit `main.py` defaults on top of timm).
@@ -65,6 +66,9 @@ def default_config() -> ml_collections.ConfigDict:
       ),  # imagenet2012 only; None: <data_dir>/downloads/manual
       train_split='train',
       eval_split='test',
+      # Train on a class-balanced subset: the first floor(n_c * f) examples of each class c of
+      # train_split in its TFDS record order (P2 Table 2; vit_jax_stems/data/README.md). 1.0 = all.
+      train_fraction=1.0,
       image_key='image',
       label_key='label',
       image_size=32,
@@ -84,6 +88,31 @@ def default_config() -> ml_collections.ConfigDict:
   config.augment.area_min = 0.6
   config.augment.label_smoothing = 0.1
   return config
+
+
+def cluttered_config() -> ml_collections.ConfigDict:
+  """The embedded `cluttered_mnist5k` at its own 64x64: the whole canvas at train and eval.
+
+  The digit may sit at the canvas edge, so neither a random crop (it could cut the digit out and
+  leave the label wrong) nor an eval centre crop (crop_pct < 1 trims the border) is used; the
+  random placement in the dataset is the variation.
+  """
+  config = default_config()
+  config.name = 'cluttered_mnist5k'
+  config.image_size = 64
+  config.crop_pct = 1.0
+  config.augment.random_resized_crop = False
+  return config
+
+
+def train_fraction_problem(value) -> str | None:
+  """What is wrong with `config.data.train_fraction` (None if nothing); one statement of its range
+  for the config checks and for the data pipeline used on its own."""
+  if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
+    return (
+      f'config.data.train_fraction must be in (0, 1] (1.0 = the whole train split), got {value!r}.'
+    )
+  return None
 
 
 def paper_recipe_config(recipe: str) -> ml_collections.ConfigDict:

@@ -1,25 +1,33 @@
 """Finding a TFDS dataset, checking it is prepared, and the per-process share of a split.
 
 Everything here runs before any compile, so that a missing dataset stops a run at once with a
-message that says what to download or prepare and where. Nothing here downloads: the only dataset
-prepared automatically is the embedded `mnist5k`, whose data ships inside an installed package.
+message that says what to download or prepare and where. Nothing here downloads: the only datasets
+prepared automatically are the embedded ones (`mnist5k`, `cluttered_mnist5k`), whose data ships
+inside an installed package.
 """
 
 import contextlib
 import dataclasses
 import difflib
 import fcntl
+import hashlib
+import io
+import json
 import math
 import os
+from collections.abc import Callable
 
+import numpy as np
 import tensorflow_datasets as tfds
 from absl import logging
 from etils import epath
 
-from vit_jax_stems.data import mnist5k  # noqa: F401  (registers the TFDS builder)
+from vit_jax_stems.data import cluttered_mnist5k, mnist5k  # noqa: F401  (register the builders)
+from vit_jax_stems.data import config as data_config
+from vit_jax_stems.data.tf_host import tf
 
 # Datasets whose preparation needs no network (their builder reads files of an installed package).
-EMBEDDED_DATASETS = ('mnist5k',)
+EMBEDDED_DATASETS = ('mnist5k', 'cluttered_mnist5k')
 # The datasets this project documents how to get: the embedded ones and ImageNet from its tars.
 KNOWN_DATASETS = (*EMBEDDED_DATASETS, 'imagenet2012')
 
@@ -148,8 +156,8 @@ def prepare(
 def get_builder(config) -> tfds.core.DatasetBuilder:
   """The TFDS builder of config.name in config.data_dir, checked to be prepared.
 
-  The embedded datasets (mnist5k) are prepared on first use; every other dataset must already be
-  prepared, otherwise DatasetNotReadyError explains how.
+  The embedded datasets (mnist5k, cluttered_mnist5k) are prepared on first use; every other
+  dataset must already be prepared, otherwise DatasetNotReadyError explains how.
   """
   data_dir = resolve_data_dir(config.data_dir)
   builder = _builder(config.name, data_dir, 'config.data.name')
@@ -200,14 +208,22 @@ def num_examples(builder: tfds.core.DatasetBuilder, split) -> int:
 
 
 def get_dataset_info(config) -> DatasetInfo:
-  """Checks that the dataset, both splits and the features exist; call it before compiling anything."""
+  """Checks that the dataset, both splits and the features exist; call it before compiling anything.
+
+  num_train_examples is that of the class-balanced subset when config.train_fraction < 1.
+  """
+  fraction = train_fraction(config)
   builder = get_builder(config)
   num_classes = check_features(builder, config)
+  if fraction < 1:
+    num_train = len(train_subset(builder, config)[1])
+  else:
+    num_train = num_examples(builder, config.train_split)
   info = DatasetInfo(
     name=builder.name,
     data_dir=resolve_data_dir(config.data_dir),
     num_classes=num_classes,
-    num_train_examples=num_examples(builder, config.train_split),
+    num_train_examples=num_train,
     num_eval_examples=num_examples(builder, config.eval_split),
     image_size=config.image_size,
     train_split=config.train_split,
@@ -222,6 +238,169 @@ def get_dataset_info(config) -> DatasetInfo:
         f'Split {split!r} of dataset {info.name!r} is empty; change config.data.{field}.'
       )
   return info
+
+
+# ------------------------------------------------------------------ Class-balanced train subsets
+# config.train_fraction = f < 1 trains on the first floor(n_c * f) examples of each class c of the
+# train split, in the order of their TFDS index: shard file by shard file, record by record (the
+# index that 'train[a:b]' slices; TFDS shuffled the examples by a hash of their keys when it wrote
+# them, so the order is fixed, the same on every machine, and unrelated to the class). P2's
+# reference, convit `datasets.py` make_subsampled_dataset, takes the first int(n_c * f) files of
+# each class in sorted file-name order (docs/references.md#experiment-protocols).
+
+
+def train_fraction(config) -> float:
+  """config.train_fraction, checked to be in (0, 1]."""
+  problem = data_config.train_fraction_problem(config.train_fraction)
+  if problem:
+    raise DatasetNotReadyError(problem)
+  return float(config.train_fraction)
+
+
+def record_positions(tfds_ids: tf.Tensor, shard_offsets: np.ndarray) -> tf.Tensor:
+  """TFDS index within its split of each record, from its tfds_id
+  ('<name>-train.tfrecord-00003-of-01024__17': the shard's first index + 17). Readers interleave
+  shard files, so the order records arrive in is not their index."""
+  shard = tf.strings.to_number(
+    tf.strings.regex_replace(tfds_ids, r'^.*-(\d+)-of-\d+__\d+$', r'\1'), tf.int64
+  )
+  index = tf.strings.to_number(tf.strings.regex_replace(tfds_ids, r'^.*__(\d+)$', r'\1'), tf.int64)
+  return tf.gather(tf.constant(shard_offsets, tf.int64), shard) + index
+
+
+def _shard_offsets(builder, name: str) -> np.ndarray:
+  lengths = builder.info.splits[name].shard_lengths
+  return np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+
+
+_LABELS: dict[str, np.ndarray] = {}  # split_labels of this process, by cache file
+
+
+def split_labels(builder, data_dir: str, name: str, label_key: str) -> np.ndarray:
+  """Every label of the split `name` (a plain split such as 'train'), indexed by TFDS index.
+
+  One pass over the records that parses the labels only (for ImageNet's train split: reading its
+  ~140 GB once, no image decoded); the result goes to <data_dir>/.label_cache/, keyed by the
+  split's shard lengths and bytes so that a re-prepared dataset is read again, and later runs
+  load it. A data_dir that cannot be written (a read-only bucket) only loses the cache.
+  """
+  split = builder.info.splits[name]
+  key = [builder.name, str(builder.version), name, label_key, list(split.shard_lengths)]
+  key.append(int(split.num_bytes))
+  digest = hashlib.sha1(json.dumps(key).encode()).hexdigest()[:16]
+  path = epath.Path(data_dir) / '.label_cache' / f'{builder.name}-{name}-{label_key}-{digest}.npy'
+  if str(path) in _LABELS:
+    return _LABELS[str(path)]
+  if path.exists():
+    labels = np.load(io.BytesIO(path.read_bytes()))
+  else:
+    logging.info('Reading the labels of %s %s (once; cached in %s).', builder.name, name, path)
+    ds = builder.as_dataset(
+      split=name,
+      shuffle_files=False,
+      decoders=tfds.decode.PartialDecoding({label_key: True}),
+      read_config=tfds.ReadConfig(add_tfds_id=True, try_autocache=False),
+    )
+    offsets = _shard_offsets(builder, name)
+    ds = ds.batch(65536).map(lambda ex: (record_positions(ex['tfds_id'], offsets), ex[label_key]))
+    labels = np.full(split.num_examples, -1, np.int64)
+    for positions, values in tfds.as_numpy(ds):
+      labels[positions] = values
+    if (labels < 0).any():
+      raise DatasetNotReadyError(
+        f'{builder.name} {name}: {int((labels < 0).sum())} records missing from the label pass; '
+        'the prepared files are damaged: prepare the dataset again.'
+      )
+    _write_cache(path, labels)
+  _LABELS[str(path)] = labels
+  return labels
+
+
+def _write_cache(path: epath.Path, array: np.ndarray):
+  buffer = io.BytesIO()
+  np.save(buffer, array)
+  try:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f'.{path.name}.{os.getpid()}.tmp'
+    tmp.write_bytes(buffer.getvalue())
+    tmp.replace(path)  # atomic locally: a concurrent reader sees the whole file or none
+  except OSError as e:
+    logging.warning('Could not cache the labels in %s (%s); each run reads them again.', path, e)
+
+
+def class_balanced_prefix(labels: np.ndarray, fraction: float) -> np.ndarray:
+  """Indices of the first floor(n_c * fraction) entries of each class c of `labels`, ascending.
+
+  The floor has a 1e-9 tolerance: 0.29 * 100 is 28.999999999999996 in floating point and keeps 29.
+  """
+  _, inverse, counts = np.unique(labels, return_inverse=True, return_counts=True)
+  quota = np.floor(counts * fraction + 1e-9).astype(np.int64)
+  order = np.argsort(inverse, kind='stable')  # by class, TFDS order within each class
+  rank = np.empty(len(labels), np.int64)
+  rank[order] = np.arange(len(labels)) - np.repeat(np.cumsum(counts) - counts, counts)
+  return np.flatnonzero(rank < quota[inverse])
+
+
+def _one_range(builder, split) -> tuple[str, int, int]:
+  """(split name, first index, end index) of a split expression of one range ('train[:90%]')."""
+  num_examples(builder, split)  # a short message for a split that does not exist
+  instructions = tfds.core.ReadInstruction.from_spec(split).to_absolute(builder.info.splits)
+  if len(instructions) != 1:
+    raise DatasetNotReadyError(
+      f'config.data.train_fraction < 1 needs config.data.train_split to be one range of one split '
+      f"(such as 'train' or 'train[:90%]'), not {split!r}."
+    )
+  (instruction,) = instructions
+  end = instruction.to
+  return (
+    instruction.splitname,
+    instruction.from_ or 0,
+    builder.info.splits[instruction.splitname].num_examples if end is None else end,
+  )
+
+
+def train_subset(builder, config) -> tuple[str, np.ndarray]:
+  """(split name, TFDS indices, ascending, of the examples of config.train_split that
+  config.train_fraction keeps)."""
+  name, first, end = _one_range(builder, config.train_split)
+  labels = split_labels(builder, resolve_data_dir(config.data_dir), name, config.label_key)
+  chosen = first + class_balanced_prefix(labels[first:end], train_fraction(config))
+  if not len(chosen):
+    raise DatasetNotReadyError(
+      f'config.data.train_fraction={config.train_fraction} keeps no example of '
+      f'{config.train_split!r}: every class has fewer than 1 / train_fraction examples; raise it.'
+    )
+  return name, chosen
+
+
+@dataclasses.dataclass(frozen=True)
+class SubsetShare:
+  """One process's share of the train subset: read `split`, keep the records `keeps` says."""
+
+  split: tfds.core.ReadInstruction  # the range of TFDS indices the share lies in
+  num_examples: int
+  keeps: Callable[[tf.Tensor], tf.Tensor]  # tfds_id -> bool
+
+
+def train_subset_share(builder, config, process_index: int, process_count: int) -> SubsetShare:
+  """Process `process_index`'s contiguous share of the subset's examples (sizes differ by at most
+  one, as tfds.even_splits): only the range of records that holds it is read."""
+  name, chosen = train_subset(builder, config)
+  share = np.array_split(chosen, process_count)[process_index]
+  if not len(share):
+    raise DatasetNotReadyError(
+      f'Process {process_index} of {process_count} gets no example of the '
+      f'{len(chosen)} that config.data.train_fraction keeps; raise it.'
+    )
+  first, end = int(share[0]), int(share[-1]) + 1
+  keep = np.zeros(end - first, bool)
+  keep[share - first] = True
+  offsets = _shard_offsets(builder, name)
+  return SubsetShare(
+    split=tfds.core.ReadInstruction(name, from_=first, to=end, unit='abs'),
+    num_examples=len(share),
+    keeps=lambda tfds_id: tf.gather(keep, record_positions(tfds_id, offsets) - first),
+  )
 
 
 def process_index_and_count(

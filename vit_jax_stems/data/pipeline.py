@@ -5,6 +5,8 @@ even_splits) and yields batches of global_batch_size / process_count; the traine
 arrays from them (`vit_jax_stems.train.sharding.global_batch`).
 
 Determinism and resume (the stream is a pure function of seed, process and step):
+  * with config.train_fraction < 1 the split is first cut to its class-balanced subset (a fixed
+    set: `datasets.train_subset`), whose examples are shared out over the processes;
   * the process's share is read in the fixed on-disk order (TFDS shuffles examples when it writes
     the records), then shuffled per epoch with a buffer seeded by fold(seed, process, epoch);
   * every example gets its own augmentation seed fold(seed, process, epoch, position in the epoch);
@@ -49,14 +51,17 @@ def fold_seed(seed, *data) -> tf.Tensor:
   return key
 
 
-def _read(builder, split, config) -> tf.data.Dataset:
-  """Encoded examples {'image': bytes, 'label', 'tfds_id'} of a split, in on-disk order."""
+def _read(builder, split, config, keeps=None) -> tf.data.Dataset:
+  """Encoded examples {'image': bytes, 'label', 'tfds_id'} of a split, in on-disk order; only the
+  records for which keeps(tfds_id) is True when given (a train subset, before the cache)."""
   ds = builder.as_dataset(
     split=split,
     shuffle_files=False,
     decoders={config.image_key: tfds.decode.SkipDecoding()},
     read_config=tfds.ReadConfig(add_tfds_id=True, try_autocache=False),
   )
+  if keeps is not None:
+    ds = ds.filter(lambda ex: keeps(ex['tfds_id']))
   ds = ds.map(
     lambda ex: {
       'image': ex[config.image_key],
@@ -190,10 +195,15 @@ def make_train_dataset(
   datasets.check_features(builder, config)
   process_index, process_count = datasets.process_index_and_count(process_index, process_count)
   local_batch = datasets.local_batch_size(global_batch_size, process_count)
-  split = tfds.split_for_jax_process(
-    config.train_split, process_index=process_index, process_count=process_count
-  )
-  epoch_size = datasets.num_examples(builder, split)
+  keeps = None
+  if datasets.train_fraction(config) < 1:  # a class-balanced subset, shared out over processes
+    share = datasets.train_subset_share(builder, config, process_index, process_count)
+    split, epoch_size, keeps = share.split, share.num_examples, share.keeps
+  else:
+    split = tfds.split_for_jax_process(
+      config.train_split, process_index=process_index, process_count=process_count
+    )
+    epoch_size = datasets.num_examples(builder, split)
   if epoch_size == 0:
     raise datasets.DatasetNotReadyError(
       f'Process {process_index} has no training examples in {datasets.split_name(split)}; '
@@ -203,7 +213,7 @@ def make_train_dataset(
   repeats = int(aug.repeated_augmentation)
   if repeats < 1:
     raise ValueError(f'config.data.augment.repeated_augmentation must be >= 1, got {repeats}.')
-  records = _read(builder, split, config)
+  records = _read(builder, split, config, keeps)
 
   def epoch(index):
     shuffle_seed = fold_seed(seed, _TAG_SHUFFLE, process_index, index)[1]

@@ -1,6 +1,7 @@
 """Writes a PNG grid of augmented training images so a person can check the augmentations by eye.
 
   python -m vit_jax_stems.data.visualize --out grid.png [--name=mnist5k --data_dir=...] [--image_size=64]
+  python -m vit_jax_stems.data.visualize --out grid.png --name=cluttered_mnist5k  # its first row: the raw 64x64 canvases
 
 Training rows go through both halves of the augmentation: the host pipeline (uint8) and then the
 train step's device half (`vit_jax_stems.data.device_augment`, run here on the CPU with JAX).
@@ -16,7 +17,7 @@ from absl import app, flags
 from PIL import Image, ImageDraw
 
 from vit_jax_stems import data
-from vit_jax_stems.data import device_augment
+from vit_jax_stems.data import datasets, device_augment
 
 _OUT = flags.DEFINE_string('out', 'grid.png', 'PNG file to write.')
 _NAME = flags.DEFINE_string('name', 'mnist5k', 'TFDS dataset.')
@@ -112,9 +113,10 @@ def make_grid(base, cols: int) -> Image.Image:
 
 def main(argv):
   del argv
-  config = data.default_config()
+  # The embedded datasets' own settings (cluttered_mnist5k: the whole canvas, no crop).
+  config = data.cluttered_config() if _NAME.value == 'cluttered_mnist5k' else data.default_config()
   config.name, config.data_dir, config.image_size = _NAME.value, _DATA_DIR.value, _SIZE.value
-  if config.name != 'mnist5k':
+  if config.name not in datasets.EMBEDDED_DATASETS:
     config.eval_split = 'validation'
   data.get_dataset_info(config)
   make_grid(config, _COLS.value).save(_OUT.value)

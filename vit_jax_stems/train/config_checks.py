@@ -10,6 +10,7 @@ import jax
 import ml_collections
 
 from vit_jax_stems import models
+from vit_jax_stems.data import config as data_config
 from vit_jax_stems.data import device_augment
 from vit_jax_stems.train import config_schema, durations, optimizer, sharding
 
@@ -123,6 +124,9 @@ def _check(config, *, num_devices=None, num_processes=None, model_names=None, sp
     f'must be >= 0 (0 turns precise BN statistics off), got {config.get("precise_bn_samples")}.',
   )
   device_augment.DeviceAugment.from_config(config.data, num_classes=1).check_batch_size(micro)
+  problem = data_config.train_fraction_problem(config.data.train_fraction)
+  if problem:
+    raise ConfigError(problem)
 
   sharding.mesh_shape(config.mesh, num_devices)
   sharding.check_rules(config.sharding_rules)

@@ -9,7 +9,8 @@ Fields (all overridable as --config.a.b=value):
                         'float32'. Parameters and optimizer state are always float32.
   init_weights          directory of converted PyTorch weights to start from (fine-tuning).
   data                  vit_jax_stems.data config (dataset, image size, augmentations, mixup,
-                        label smoothing).
+                        label smoothing; train_fraction in (0, 1]: a class-balanced subset of
+                        the train split, steps per epoch follow; vit_jax_stems/data/README.md).
   batch_size            global batch per optimizer update (split over every device).
   eval_batch_size       global eval batch.
   total_{epochs|steps|examples}  training length (exactly one).
