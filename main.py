@@ -13,17 +13,7 @@ flag, on GPU clusters JAX_NUM_PROCESSES / JAX_PROCESS_ID (launch/README.md) or
 about --distributed_heartbeat_timeout_s.
 """
 
-import os
 import sys
-
-# Set before TensorFlow (the input pipeline) is imported: its start-up notices are nothing a user
-# can act on. TF_CPP_MIN_LOG_LEVEL=1 drops the C++ INFO lines (CPU feature guard, buffer sizes);
-# warnings and errors still show. The oneDNN notice (and absl's pre-init warning that precedes
-# it) only appears with oneDNN ops on: the pipeline decodes, crops, resizes and flips, and of the
-# ops oneDNN replaces uses only copies (concat, transpose), so its output is the same either way.
-# A value set in the environment wins.
-os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '1')
-os.environ.setdefault('TF_ENABLE_ONEDNN_OPTS', '0')
 
 from absl import app, flags
 from ml_collections import config_flags
@@ -137,4 +127,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  command_line.quiet_tensorflow_startup()
   app.run(main, flags_parser=command_line.parse_flags)

@@ -2,7 +2,8 @@
 absl flag parsing with one line for a mistyped setting, the quiet library log, and the errors
 that are printed as one `ERROR:` line without a traceback.
 
-`main.py` and `python -m vit_jax_stems.sweep` both use it, so a mistake reads the same in each.
+`main.py`, `python -m vit_jax_stems.sweep` and `python -m vit_jax_stems.sweep.sample_efficiency`
+use it, so a mistake reads the same in each.
 """
 
 import os
@@ -10,6 +11,17 @@ import re
 import sys
 
 from absl import flags
+
+
+def quiet_tensorflow_startup():
+  """Called by each command before TensorFlow (the input pipeline) is imported: its start-up
+  notices are nothing a user can act on. TF_CPP_MIN_LOG_LEVEL=1 drops the C++ INFO lines (CPU
+  feature guard, buffer sizes); warnings and errors still show. The oneDNN notice (and absl's
+  pre-init warning that precedes it) only appears with oneDNN ops on: the pipeline decodes,
+  crops, resizes and flips, and of the ops oneDNN replaces uses only copies (concat, transpose),
+  so its output is the same either way. A value set in the environment wins."""
+  os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '1')
+  os.environ.setdefault('TF_ENABLE_ONEDNN_OPTS', '0')
 
 
 def parse_flags(argv):

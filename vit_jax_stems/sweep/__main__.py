@@ -3,12 +3,6 @@ a random-search sweep over hyperparameters (flags and behaviour: cli.py). The sa
 `python main.py --mode sweep ...`, without main.py's multi-host flags.
 """
 
-import os
-
-# As main.py: TensorFlow's start-up notices are nothing a user can act on (see main.py).
-os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '1')
-os.environ.setdefault('TF_ENABLE_ONEDNN_OPTS', '0')
-
 import sys
 
 from absl import app, flags
@@ -42,4 +36,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  command_line.quiet_tensorflow_startup()
   app.run(main, flags_parser=command_line.parse_flags)

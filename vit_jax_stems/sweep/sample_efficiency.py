@@ -32,36 +32,39 @@ top-1 0 (P1 counts diverged runs at error 100%) and is marked.
 import hashlib
 import json
 import math
-import os
 import sys
 import time
-
-# As main.py, before TensorFlow is imported: its start-up notices are nothing to act on, and the
-# trainer runs exactly as `main.py --mode train` runs.
-os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '1')
-os.environ.setdefault('TF_ENABLE_ONEDNN_OPTS', '0')
 
 from absl import app, flags, logging
 from etils import epath
 from ml_collections import config_flags
 
+from vit_jax_stems import command_line
+from vit_jax_stems.train import config_checks
+
 RESULT_JSON = 'result.json'
 SUMMARY = 'sample_efficiency'
 DEFAULT_FRACTIONS = '5,10,30,50,100'  # P2 Table 2
 
-config_flags.DEFINE_config_file(
-  'config', None, 'Config file as for main.py, e.g. configs/convit.py:demo.', lock_config=True
-)
-flags.DEFINE_string('workdir', None, 'Directory of the grid: DIR/<model>/f<percent>/ per run.')
-flags.DEFINE_list('models', None, "config.model_name of each model (default: the config's).")
-flags.DEFINE_list('fractions', DEFAULT_FRACTIONS.split(','), 'Percent of the train split.')
-flags.DEFINE_string(
-  'baseline', None, 'Model the relative gaps are over (default: lowest top-1 at the largest f).'
-)
 FLAGS = flags.FLAGS
 
 
-class GridError(ValueError):
+def _define_flags():
+  """The command's flags, defined only when it runs as a command: the sweep CLI, which the same
+  process may import, has its own --models."""
+  config_flags.DEFINE_config_file(
+    'config', None, 'Config file as for main.py, e.g. configs/convit.py:demo.', lock_config=True
+  )
+  flags.DEFINE_string('workdir', None, 'Directory of the grid: DIR/<model>/f<percent>/ per run.')
+  flags.DEFINE_list('models', None, "config.model_name of each model (default: the config's).")
+  flags.DEFINE_list('fractions', DEFAULT_FRACTIONS.split(','), 'Percent of the train split.')
+  flags.DEFINE_string(
+    'baseline', None, 'Model the relative gaps are over (default: lowest top-1 at the largest f).'
+  )
+  flags.mark_flags_as_required(['config', 'workdir'])
+
+
+class GridError(config_checks.ConfigError):
   """An argument or a workdir that cannot work; the message says what to change."""
 
 
@@ -363,31 +366,17 @@ def main(argv):
   except GridError as e:
     raise app.UsageError(str(e)) from None
   models = FLAGS.models or [config.model_name]
-  workdir = FLAGS.workdir if '://' in FLAGS.workdir else os.path.abspath(FLAGS.workdir)
-  try:
-    summary = run_grid(config, models, fractions, workdir, baseline=FLAGS.baseline)
-  except _user_errors() as e:
-    print(f'ERROR: {e}', file=sys.stderr, flush=True)
-    sys.exit(1)
+  workdir = command_line.absolute_workdir(FLAGS.workdir)
+  summary = command_line.exit_on_user_error(
+    run_grid, config, models, fractions, workdir, baseline=FLAGS.baseline
+  )
   if summary is None:  # preempted
     return
   print(f'sample efficiency: wrote {workdir}/{SUMMARY}.{{md,png,json}}', flush=True)
   print(epath.Path(workdir, f'{SUMMARY}.md').read_text(), flush=True)
 
 
-def _user_errors():
-  """Errors whose message says what to change: printed without a traceback (as main.py)."""
-  from vit_jax_stems import data  # pylint: disable=g-import-not-at-top
-  from vit_jax_stems.train import checkpointing, config_checks  # pylint: disable=g-import-not-at-top
-
-  return (
-    GridError,
-    checkpointing.CheckpointError,
-    config_checks.ConfigError,
-    data.DatasetNotReadyError,
-  )
-
-
 if __name__ == '__main__':
-  flags.mark_flags_as_required(['config', 'workdir'])
-  app.run(main)
+  command_line.quiet_tensorflow_startup()
+  _define_flags()
+  app.run(main, flags_parser=command_line.parse_flags)
