@@ -66,6 +66,7 @@ def test_the_deit_recipe_refuses_sgd():
     convit.get_config('size=s,optimizer=sgd')
 
 
+@pytest.mark.parametrize('module', [vitc, vitp, convit])
 def test_the_cluttered_demo_changes_only_the_data_and_the_patch(module):
   """64x64 canvases with patch 8 (a stem of three stride-2 convs for ViT_C): the same 8x8 tokens
   as the mnist5k demo at 32x32 with patch 4, so the transformer costs the same."""
