@@ -1,0 +1,1 @@
+"""Hyperparameter sweeps: random search over trials, grouped (vmapped) or sequential training."""
