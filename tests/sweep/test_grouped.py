@@ -14,8 +14,10 @@ into the weights. The optimizer with the per-trial lr and weight decay in its st
 bit-identical to the trainer's (tested below), so the vmap is the only difference.
 """
 
+import json
 import os
 import signal
+import subprocess
 import sys
 
 import jax
@@ -236,7 +238,7 @@ def test_trials_that_differ_beyond_lr_wd_and_seed_are_refused(tmp_path):
 def test_grouped_pays_measures_once_and_caches_the_answer(tmp_path, monkeypatch):
   cache = tmp_path / 'grouped_pays.json'
   answer = grouped.grouped_pays(_base(), 2, str(cache), num_steps=1)
-  (entry,) = __import__('json').loads(cache.read_text()).values()
+  (entry,) = json.loads(cache.read_text()).values()
   assert entry['grouped_pays'] is answer
   assert entry['grouped'] > 0 and entry['sequential'] > 0 and entry['k'] == 2
   assert answer == (entry['grouped'] > entry['sequential'])
@@ -250,6 +252,38 @@ def test_grouped_pays_measures_once_and_caches_the_answer(tmp_path, monkeypatch)
     grouped.grouped_pays(_base(), 3, str(cache))
 
 
+def _bench(*args):
+  root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  command = [sys.executable, '-m', 'vit_jax_stems.sweep.bench', '--config', 'configs/vitc.py:demo']
+  return subprocess.run(
+    command + list(args), cwd=root, capture_output=True, text=True, timeout=600, check=False
+  )
+
+
+def test_bench_cli_prints_the_table_and_writes_every_window(tmp_path):
+  out = _bench(
+    *('--config.model.hidden_size=16', '--config.model.num_heads=4', '--config.model.mlp_dim=32'),
+    *('--config.model.depth=1', '--config.model.stem_channels=(8,8,16)', '--config.batch_size=8'),
+    *('--ks', '1,2', '--steps', '1', '--repeats', '2', '--json', str(tmp_path / 'b.json')),
+  )
+  assert out.returncode == 0, out.stderr[-2000:]
+  lines = out.stdout.splitlines()
+  assert lines[-4].startswith('| K | vmapped trial-steps/s | sequential trial-steps/s |')
+  assert [line.split(' | ')[0] for line in lines[-2:]] == ['| 1', '| 2']
+  record = json.loads((tmp_path / 'b.json').read_text())
+  assert [r['k'] for r in record['rows']] == [1, 2]
+  windows = ('grouped', 'sequential', 'interleaved')
+  assert all(len(r[f'{w}_window_s']) == 2 for r in record['rows'] for w in windows)
+  assert record['config']['model']['depth'] == 1
+
+
+def test_bench_cli_refuses_a_bad_config_in_one_line():
+  out = _bench('--config.model.hidden_size=16', '--ks', '1')
+  assert out.returncode == 1
+  assert out.stderr.strip().splitlines()[-1].startswith('ERROR: ')
+  assert 'stem_channels' in out.stderr and 'Traceback' not in out.stderr
+
+
 def test_bench_table_divides_by_one_trial_alone():
   rows = [
     {'k': 1, 'grouped': 9.0, 'sequential': 10.0},
@@ -258,6 +292,9 @@ def test_bench_table_divides_by_one_trial_alone():
   lines = bench.table(rows).splitlines()
   assert lines[2] == '| 1 | 9.00 | 10.00 | 0.90x | 0.90x |'
   assert lines[3] == '| 8 | 50.00 | 10.00 | 5.00x | 5.00x |'
+  rows = [dict(r, sequential=s, interleaved=i) for r, s, i in zip(rows, (10.0, 8.0), (11.0, 20.0))]
+  lines = bench.table(rows).splitlines()
+  assert lines[3] == '| 8 | 50.00 | 8.00 | 6.25x | 5.00x | 20.00 |'  # alone: K=1 sequential
 
 
 @pytest.mark.parametrize('name', ['adamw', 'sgd'])

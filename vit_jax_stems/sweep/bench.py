@@ -1,19 +1,23 @@
-r"""Trial-steps per second of K trials in one vmapped step against K single-trial steps.
+r"""Trial-steps per second of K trials in one vmapped step against K single-trial runs.
 
   python -m vit_jax_stems.sweep.bench [--config configs/vitc.py:demo] [--ks 1,4,8,16] \
       [--steps 5] [--repeats 3] [--json out.json] [--config.batch_size=256 ...]
 
-For each K it times the grouped training step (`grouped.make_program`: the trainer's train step
-vmapped over K stacked states, as `grouped.train_group` runs it) and K sequential steps of the
-trainer's own jitted step, one per trial state in turn (what sequential execution runs), at the
-config's model and batch. Batches are synthetic and device-resident (one uint8 batch made once),
-so the figures are the step's speed, not the input pipeline's. Timing: compile and one warm-up
-step are excluded; then `repeats` windows of `steps` steps (sequential: `steps` rounds of K
-steps), each dispatched back to back and waited for once at its end; the median window counts.
+For each K, at the config's model and batch, it times:
+- vmapped: the grouped training step (`grouped.make_program`: the trainer's train step vmapped
+  over K stacked states, as `grouped.train_group` runs it);
+- sequential: the trainer's own jitted step, `steps` steps of one trial and then of the next
+  (what sequential execution runs: one trial after another);
+- interleaved (--interleaved, on by default): the same K trial states stepped in turn, K
+  independent programs in flight that the runtime may run side by side. No execution mode of the
+  sweep runs trials so; it shows how much of a device one trial's chain of steps leaves idle.
+Batches are synthetic and device-resident (one uint8 batch made once), so the figures are the
+step's speed, not the input pipeline's. Timing: compile and one warm-up step are excluded; then
+`repeats` windows of K x `steps` trial-steps, each waited for once at its end (sequential: at
+the end of each trial); the median window counts.
 
-Columns: trial-steps/s = trials x steps / seconds, for vmapped and sequential; vmapped /
-sequential; and vmapped against one trial alone (the trainer's step at K = 1), the figure of the
-accelerator goal (K = 8 at 5x or more).
+Columns: trial-steps/s = K x steps / seconds; vmapped / sequential; vmapped / one trial alone
+(the K = 1 sequential figure: the accelerator goal is K = 8 at 5x or more).
 """
 
 import json
@@ -31,6 +35,7 @@ from ml_collections import config_flags
 
 from vit_jax_stems import data
 from vit_jax_stems.sweep import grouped
+from vit_jax_stems.train import config_checks, trainer
 from vit_jax_stems.train import steps as steps_lib
 
 
@@ -54,15 +59,18 @@ def _median_window(run_window, repeats):
   return statistics.median(times), times
 
 
-def measure(config, k, *, num_steps, repeats=1):
-  """{'grouped', 'sequential'} trial-steps per second of K trials of `config`, and the timings."""
+def measure(config, k, *, num_steps, repeats=1, interleaved=False):
+  """Trial-steps per second of K trials of `config`: 'grouped' (one vmapped step), 'sequential'
+  (each trial's steps, then the next trial's: what sequential execution runs) and, with
+  `interleaved`, K trial states stepped in turn (independent programs that the runtime may
+  overlap; no execution mode of the sweep runs them so), with every window's seconds."""
   info = data.get_dataset_info(config.data)
   program = grouped.make_program(config, info, [config] * k)
   setup = program.setup
   batch = synthetic_batch(config, info, setup.batch_sharding)
 
   # K trials in one vmapped step.
-  box = {'group': program.init()}
+  box = {'group': program.initial_state()}
   t0 = time.perf_counter()
   box['group'], _ = program.step(box['group'], batch)
   jax.block_until_ready(box['group'])
@@ -76,7 +84,7 @@ def measure(config, k, *, num_steps, repeats=1):
   grouped_s, grouped_times = _median_window(grouped_window, repeats)
   del box['group']
 
-  # The trainer's own step, once per trial in turn.
+  # The trainer's own step on K trial states.
   replicated = jax.sharding.NamedSharding(setup.mesh, jax.sharding.PartitionSpec())
   single = jax.jit(
     steps_lib.make_train_step(
@@ -93,37 +101,50 @@ def measure(config, k, *, num_steps, repeats=1):
   jax.block_until_ready(states)
 
   def sequential_window():
+    for i in range(k):  # a trial finishes before the next starts
+      for _ in range(num_steps):
+        states[i], _ = single(states[i], batch)
+      jax.block_until_ready(states[i])
+    return states
+
+  def interleaved_window():
     for _ in range(num_steps):
       for i in range(k):
-        states[i], out = single(states[i], batch)
-    return states, out
+        states[i], _ = single(states[i], batch)
+    return states
 
-  sequential_s, sequential_times = _median_window(sequential_window, repeats)
-  return {
-    'k': k,
-    'grouped': k * num_steps / grouped_s,
-    'sequential': k * num_steps / sequential_s,
-    'grouped_window_s': grouped_times,
-    'sequential_window_s': sequential_times,
-    'grouped_compile_s': compile_s,
-    'steps_per_window': num_steps,
-  }
+  row = {'k': k, 'steps_per_window': num_steps, 'grouped_compile_s': compile_s}
+  row['grouped'], row['grouped_window_s'] = k * num_steps / grouped_s, grouped_times
+  sequential_s, row['sequential_window_s'] = _median_window(sequential_window, repeats)
+  row['sequential'] = k * num_steps / sequential_s
+  if interleaved:
+    interleaved_s, row['interleaved_window_s'] = _median_window(interleaved_window, repeats)
+    row['interleaved'] = k * num_steps / interleaved_s
+  return row
 
 
 def table(rows):
-  """The Markdown table of `measure` rows; 'vs one trial alone' divides by the K=1 sequential
-  figure (the trainer's step) when K=1 was measured, else by the first row's sequential one."""
+  """The Markdown table of `measure` rows; 'one trial alone' is the K=1 sequential figure (the
+  trainer's step) when K=1 was measured, else the first row's sequential one."""
   alone = next((r['sequential'] for r in rows if r['k'] == 1), rows[0]['sequential'])
-  lines = [
+  with_interleaved = all('interleaved' in r for r in rows)
+  header = (
     '| K | vmapped trial-steps/s | sequential trial-steps/s | vmapped / sequential '
-    '| vmapped / one trial alone |',
-    '|---|---|---|---|---|',
-  ]
+    '| vmapped / one trial alone |'
+  )
+  rule = '|---|---|---|---|---|'
+  if with_interleaved:
+    header += ' interleaved trial-steps/s |'
+    rule += '---|'
+  lines = [header, rule]
   for r in rows:
-    lines.append(
+    line = (
       f'| {r["k"]} | {r["grouped"]:.2f} | {r["sequential"]:.2f} | '
       f'{r["grouped"] / r["sequential"]:.2f}x | {r["grouped"] / alone:.2f}x |'
     )
+    if with_interleaved:
+      line += f' {r["interleaved"]:.2f} |'
+    lines.append(line)
   return '\n'.join(lines)
 
 
@@ -136,6 +157,11 @@ config_flags.DEFINE_config_file(
 flags.DEFINE_string('ks', '1,4,8,16', 'Comma-separated group sizes K.')
 flags.DEFINE_integer('steps', 5, 'Steps per timed window (sequential: rounds of K steps).')
 flags.DEFINE_integer('repeats', 3, 'Timed windows per figure (the median counts).')
+flags.DEFINE_bool(
+  'interleaved',
+  True,
+  'Also time K trial states stepped in turn by the trainer step (independent programs).',
+)
 flags.DEFINE_string('json', None, 'Also write every figure to this JSON file.')
 FLAGS = flags.FLAGS
 
@@ -150,6 +176,11 @@ def main(argv):
   if not ks or min(ks) < 1:
     raise app.UsageError(f'--ks={FLAGS.ks}: every K must be at least 1.')
   config = FLAGS.config
+  try:
+    trainer.check_config(config)  # before any compile: a short message, no traceback
+  except (config_checks.ConfigError, data.DatasetNotReadyError) as e:
+    print(f'ERROR: {e}', file=sys.stderr, flush=True)
+    sys.exit(1)
   device = f'{jax.device_count()} x {jax.devices()[0].device_kind}'
   print(
     f'{config.model_name} {dict(config.model)} at {config.data.image_size}px, batch '
@@ -159,17 +190,22 @@ def main(argv):
   )
   rows = []
   for k in ks:
-    rows.append(measure(config, k, num_steps=FLAGS.steps, repeats=FLAGS.repeats))
+    rows.append(
+      measure(
+        config, k, num_steps=FLAGS.steps, repeats=FLAGS.repeats, interleaved=FLAGS.interleaved
+      )
+    )
     r = rows[-1]
     print(
-      f'K={k}: vmapped {r["grouped"]:.2f}, sequential {r["sequential"]:.2f} trial-steps/s '
+      f'K={k}: vmapped {r["grouped"]:.2f}, sequential {r["sequential"]:.2f}, interleaved '
+      f'{r.get("interleaved", float("nan")):.2f} trial-steps/s '
       f'(vmapped compile {r["grouped_compile_s"]:.1f} s)',
       flush=True,
     )
   print(table(rows), flush=True)
   if FLAGS.json:
     record = {
-      'command': ' '.join(sys.argv),
+      'command': ' '.join(['python -m vit_jax_stems.sweep.bench', *sys.argv[1:]]),
       'device': device,
       'config': json.loads(config.to_json_best_effort()),
       'rows': rows,

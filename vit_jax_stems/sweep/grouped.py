@@ -118,12 +118,13 @@ class GroupProgram:
   shardings: Any  # NamedSharding per leaf of the group state
   abstract: Any  # ShapeDtypeStructs of the group state
   step: Any  # jitted (group state, batch) -> (group state, metrics with a leading K axis)
+  take: Any  # jitted (group state, i) -> trial i's train state, sharded as a lone trial's
 
   @property
   def k(self):
     return len(self.configs)
 
-  def init(self):
+  def initial_state(self):
     """The group state at step 0: each trial initialised as the trainer initialises it alone
     (jit of the same init function, PRNGKey(trial seed)), with its own peak lr and weight decay."""
     states = []
@@ -220,12 +221,11 @@ def make_program(config, info, configs, *, donate=True):
     shardings=shardings,
     abstract=abstract,
     step=step,
+    take=jax.jit(
+      lambda group, i: jax.tree_util.tree_map(lambda x: x[i], group['trials']),
+      out_shardings=one_shardings,
+    ),
   )
-
-
-def trial_state(group, i):
-  """Trial `i`'s train state out of a group state (the trainer's state layout)."""
-  return jax.tree_util.tree_map(lambda x: x[i], group['trials'])
 
 
 # ---------------------------------------------------------------------- training
@@ -304,7 +304,7 @@ def train_group(base_config, trials, group_workdir):
     logging.info('Resuming the group from checkpoint step %d in %s', restored[0], ckpt.directory)
     state = restored[1]
   else:
-    state = program.init()
+    state = program.initial_state()
   start_step = int(jax.device_get(state['step']))
   if jax.process_index() == 0:
     (workdir / checkpointing.CONFIG_JSON).write_text(config.to_json_best_effort(indent=2))
@@ -329,49 +329,14 @@ def train_group(base_config, trials, group_workdir):
   progress = metrics.ProgressPrinter(plan.total_steps, start_step)
   names = ('params', 'ema') if config.ema.enabled else ('params',)
 
-  use_precise_bn = config.precise_bn_samples > 0 and bool(
-    jax.tree_util.tree_leaves(state['trials']['batch_stats'])
-  )
-  if use_precise_bn:
-    stats_fn = precise_bn.make_batch_stats_fn(
-      model, program.augment, setup.spec.batch_norm_momentum
-    )
-
-    @jax.jit
-    def vmapped_precise(trials, batches, step):
-      def one(trial):
-        key = precise_bn.precise_bn_key(trial['rng'], step)
-        out = {}
-        for name in names:
-          variables = train_state.variables_of(trial, name)
-          out[name] = precise_bn.precise_batch_stats(stats_fn, variables, batches, key)
-        return out
-
-      return jax.vmap(one)(trials)
-
-  def with_precise_bn(state, step):
-    """The trainer's precise BN (before each eval and the final save), for every live trial."""
-    if not use_precise_bn:
-      return state
-    n = precise_bn.num_batches(config.precise_bn_samples, plan.micro_batch)
-    batches = [sharding.global_batch(b, setup.batch_sharding) for b in train_iter.peek(n)]
-    stats = vmapped_precise(state['trials'], batches, step)
-    trials, alive = dict(state['trials']), state['alive']
-    keep = lambda new, old: jnp.where(_per_trial(alive, new), new, old)
-    trials['batch_stats'] = jax.tree_util.tree_map(keep, stats['params'], trials['batch_stats'])
-    if 'ema' in trials:
-      trials['ema'] = dict(
-        trials['ema'],
-        batch_stats=jax.tree_util.tree_map(keep, stats['ema'], trials['ema']['batch_stats']),
-      )
-    return jax.device_put(dict(state, trials=trials), program.shardings)
+  with_precise_bn = _precise_bn(program, config, names, train_iter)
 
   def run_eval(state, step):
     """Top-1 / top-5 of each live trial's raw and EMA weights; None for diverged trials."""
     alive = np.asarray(jax.device_get(state['alive']))
     variables = {}
     for i in np.flatnonzero(alive):
-      one = trial_state(state, i)
+      one = program.take(state, i)
       for name in names:
         variables[f'{i}/{name}'] = train_state.variables_of(one, name)
     result = evaluator(variables) if variables else {}
@@ -440,7 +405,9 @@ def train_group(base_config, trials, group_workdir):
   if writer:
     writer.close()
   wall_s = wall_before + time.monotonic() - t_start
-  evals = [r for r in metrics.read_jsonl(workdir / 'metrics.jsonl') if 'eval_count' in r]
+  # Every evaluation of the group, those before a resume included (process 0 wrote them).
+  jsonl = workdir / 'metrics.jsonl'
+  evals = [r for r in metrics.read_jsonl(jsonl) if 'eval_count' in r] if jsonl.exists() else []
   alive = np.asarray(jax.device_get(state['alive']))
   trial_steps = np.asarray(jax.device_get(state['trials']['step']))
   return [
@@ -448,7 +415,7 @@ def train_group(base_config, trials, group_workdir):
       trials[i],
       i,
       final,
-      evals,
+      evals or [final],
       diverged=not alive[i],
       steps=int(trial_steps[i]),
       ema=config.ema.enabled,
@@ -456,6 +423,46 @@ def train_group(base_config, trials, group_workdir):
     )
     for i in range(k)
   ]
+
+
+def _precise_bn(program, config, names, train_iter):
+  """with_precise_bn(state, step): the trainer's precise BN (before each eval and the final
+  save) for every live trial at once, over the same peeked training batches; `state` unchanged
+  when it is off or the model has no BatchNorm."""
+  setup = program.setup
+  has_bn = bool(jax.tree_util.tree_leaves(program.abstract['trials']['batch_stats']))
+  if config.precise_bn_samples <= 0 or not has_bn:
+    return lambda state, step: state
+  stats_fn = precise_bn.make_batch_stats_fn(
+    setup.model, program.augment, setup.spec.batch_norm_momentum
+  )
+  n = precise_bn.num_batches(config.precise_bn_samples, setup.plan.micro_batch)
+
+  @jax.jit
+  def new_stats(group, batches, step):
+    def one(trial):
+      key = precise_bn.precise_bn_key(trial['rng'], step)
+      return {
+        name: precise_bn.precise_batch_stats(
+          stats_fn, train_state.variables_of(trial, name), batches, key
+        )
+        for name in names
+      }
+
+    stats = jax.vmap(one)(group['trials'])
+    keep = lambda new, old: jnp.where(_per_trial(group['alive'], new), new, old)
+    trials = dict(group['trials'])
+    trials['batch_stats'] = jax.tree_util.tree_map(keep, stats['params'], trials['batch_stats'])
+    if 'ema' in trials:
+      ema_stats = jax.tree_util.tree_map(keep, stats['ema'], trials['ema']['batch_stats'])
+      trials['ema'] = dict(trials['ema'], batch_stats=ema_stats)
+    return dict(group, trials=trials)
+
+  def with_precise_bn(state, step):
+    batches = [sharding.global_batch(b, setup.batch_sharding) for b in train_iter.peek(n)]
+    return jax.device_put(new_stats(state, batches, step), program.shardings)
+
+  return with_precise_bn
 
 
 def _error(top1):
