@@ -24,8 +24,10 @@ others go on. Checkpoints of the group state go to `group_workdir/checkpoints` e
 config.checkpoint_every_*; a killed group resumes from the newest one exactly.
 
 A trial of a group ends with the weights of the same trial trained alone by
-`trainer.train_and_evaluate` up to float rounding: the vmapped step runs batched matmuls, which
-XLA may sum in another order (tests/sweep/test_grouped.py states the tolerance).
+`trainer.train_and_evaluate` up to float rounding: the forward pass is bit-identical, but the
+weight gradients become batched dots that XLA sums in another order (tests/sweep/test_grouped.py
+states the tolerance). Runs on any mesh of config.mesh: the trial axis is whole on every device,
+the batch and FSDP splits are the trainer's.
 """
 
 import copy
