@@ -180,11 +180,13 @@ def _fake_grouped(monkeypatch, pays):
       for t in members
     ]
 
-  def grouped_pays(config, k):
+  def grouped_pays(config, k, cache_path=None):
+    assert cache_path.endswith('grouped_pays.json')
     module.asked.append((config.model_name, k))
     return pays
 
   module.train_group, module.grouped_pays = train_group, grouped_pays
+  module.Preempted = type('Preempted', (Exception,), {})
   monkeypatch.setitem(sys.modules, 'vit_jax_stems.sweep.grouped', module)
   return module
 

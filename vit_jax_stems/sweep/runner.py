@@ -130,7 +130,9 @@ def run(trials, base_configs, workdir, *, execution='auto'):
   pays = {}
   for members in trials_lib.by_group(todo).values():
     base = base_configs[members[0]['optimizer']]
-    how = _execution_of(execution, trials_lib.group_config(base, members[0]), len(members), pays)
+    how = _execution_of(
+      execution, trials_lib.group_config(base, members[0]), len(members), pays, workdir
+    )
     if how == 'grouped':
       t0 = time.monotonic()
       results = _run_group(base, trials, members, workdir)
@@ -201,7 +203,10 @@ def _run_group(base_config, all_trials, members, workdir):
     trials_lib.write_json_atomic(record, ids)
   grouped = importlib.import_module('vit_jax_stems.sweep.grouped')
   config = trials_lib.group_config(base_config, members[0])
-  returned = grouped.train_group(config, members, str(directory))
+  try:
+    returned = grouped.train_group(config, members, str(directory))
+  except grouped.Preempted:
+    returned = None
   if returned is None:
     raise SweepStopped(f'group {group} preempted')
   results = []
@@ -215,8 +220,9 @@ def _run_group(base_config, all_trials, members, workdir):
   return results
 
 
-def _execution_of(execution, group_config, k, pays):
-  """'grouped' or 'sequential' for a group of `k` trials; `pays` memoises grouped_pays."""
+def _execution_of(execution, group_config, k, pays, workdir):
+  """'grouped' or 'sequential' for a group of `k` trials; `pays` memoises grouped_pays, which
+  caches its measurement in DIR/grouped_pays.json."""
   if execution == 'sequential' or (execution == 'auto' and k < 2):
     return 'sequential'
   if execution == 'grouped':
@@ -224,7 +230,8 @@ def _execution_of(execution, group_config, k, pays):
   key = (group_config.model_name, group_config.optimizer.name, group_config.batch_size, k)
   if key not in pays:
     grouped = importlib.import_module('vit_jax_stems.sweep.grouped')
-    pays[key] = bool(grouped.grouped_pays(group_config, k))
+    cache = str(epath.Path(workdir) / 'grouped_pays.json')
+    pays[key] = bool(grouped.grouped_pays(group_config, k, cache_path=cache))
     logging.info('Execution of %d-trial groups of %s: grouped pays: %s', k, key[:3], pays[key])
   return 'grouped' if pays[key] else 'sequential'
 

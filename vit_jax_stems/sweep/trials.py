@@ -102,12 +102,23 @@ def group_config(base_config, trial):
 
 def trial_config(base_config, trial):
   """The config that trains `trial` alone: its group's config with its sampled fields."""
-  config = group_config(base_config, trial)
-  for field, value in trial['overrides'].items():
+  return apply_overrides(group_config(base_config, trial), trial['overrides'])
+
+
+def apply_overrides(config, overrides):
+  """`config` with the dotted `overrides` ({'optimizer.lr': 1e-3}) set in place; an unknown field
+  is a ConfigError, not a new field."""
+  for field, value in overrides.items():
     *parents, leaf = field.split('.')
     node = config
-    for name in parents:
-      node = node[name]
+    try:
+      for name in parents:
+        node = node[name]
+      node[leaf]
+    except (KeyError, AttributeError):
+      raise config_checks.ConfigError(
+        f'Trial override {field}={value!r}: config.{field} is not a config field.'
+      ) from None
     node[leaf] = value
   return config
 

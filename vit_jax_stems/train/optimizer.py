@@ -88,8 +88,13 @@ def weight_decay_mask(kind, params):
   return traverse_util.unflatten_dict({p: decays(p, v) for p, v in flat.items()})
 
 
-def make_optimizer(opt_cfg, lr_schedule):
-  """Returns the optax transformation: [clip] -> AdamW | (L2 + SGD) [-> MultiSteps]."""
+def make_optimizer(opt_cfg, lr_schedule, *, weight_decay=None):
+  """Returns the optax transformation: [clip] -> AdamW | (L2 + SGD) [-> MultiSteps].
+
+  `weight_decay` (a float or a traced scalar) replaces `opt_cfg.weight_decay` when given.
+  """
+  if weight_decay is None:
+    weight_decay = opt_cfg.weight_decay
   mask = lambda params: weight_decay_mask(opt_cfg.wd_mask, params)
   if opt_cfg.name == 'adamw':
     tx = optax.adamw(
@@ -97,13 +102,13 @@ def make_optimizer(opt_cfg, lr_schedule):
       b1=opt_cfg.b1,
       b2=opt_cfg.b2,
       eps=opt_cfg.eps,
-      weight_decay=opt_cfg.weight_decay,
+      weight_decay=weight_decay,
       mask=mask,
     )
   elif opt_cfg.name == 'sgd':
     # torch.optim.SGD adds wd * p to the gradient before momentum (coupled L2), as pycls uses it.
     tx = optax.chain(
-      optax.add_decayed_weights(opt_cfg.weight_decay, mask=mask),
+      optax.add_decayed_weights(weight_decay, mask=mask),
       optax.sgd(lr_schedule, momentum=opt_cfg.momentum, nesterov=opt_cfg.nesterov),
     )
   else:
@@ -113,3 +118,18 @@ def make_optimizer(opt_cfg, lr_schedule):
   if opt_cfg.get('accum_steps', 1) > 1:
     tx = optax.MultiSteps(tx, every_k_schedule=opt_cfg.accum_steps)
   return tx
+
+
+def make_injected_optimizer(opt_cfg, schedule_of_peak, *, peak_lr):
+  """`make_optimizer` with the peak lr and the weight decay held in the optimizer state
+  (optax.inject_hyperparams), as `opt_state.hyperparams['peak_lr' | 'weight_decay']`.
+
+  Trials vmapped over stacked states then each train with their own values, while the schedule's
+  shape, `schedule_of_peak(peak) -> lr(count)`, is shared. The arithmetic is make_optimizer's with
+  these two scalars read from the state instead of written into the program.
+  """
+
+  def factory(peak_lr, weight_decay):
+    return make_optimizer(opt_cfg, schedule_of_peak(peak_lr), weight_decay=weight_decay)
+
+  return optax.inject_hyperparams(factory)(peak_lr=peak_lr, weight_decay=opt_cfg.weight_decay)

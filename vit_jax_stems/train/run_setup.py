@@ -55,6 +55,17 @@ def make_plan(config, num_train_examples):
   )
 
 
+def lr_schedule_of(config, plan, peak_lr):
+  """The run's lr schedule, `update -> lr`, with its peak at `peak_lr` (a float or traced)."""
+  return optimizer_lib.make_lr_schedule(
+    config.schedule,
+    peak_lr=peak_lr,
+    steps_per_epoch=plan.steps_per_epoch,
+    total_steps=plan.total_updates,
+    warmup_steps=plan.warmup_updates,
+  )
+
+
 def make_mesh(config):
   """The mesh of `config.mesh` over every device, or the first `config.num_devices` (single
   process tests and debugging)."""
@@ -87,12 +98,8 @@ def make_run_setup(config, info):
   mesh = make_mesh(config)
   model = train_state.model_from_config(config, info.num_classes)
   plan = make_plan(config, info.num_train_examples)
-  lr_schedule = optimizer_lib.make_lr_schedule(
-    config.schedule,
-    peak_lr=optimizer_lib.base_lr(config.optimizer, config.batch_size),
-    steps_per_epoch=plan.steps_per_epoch,
-    total_steps=plan.total_updates,
-    warmup_steps=plan.warmup_updates,
+  lr_schedule = lr_schedule_of(
+    config, plan, optimizer_lib.base_lr(config.optimizer, config.batch_size)
   )
   tx = optimizer_lib.make_optimizer(config.optimizer, lr_schedule)
   init_fn = train_state.make_init_fn(model, tx, with_ema=config.ema.enabled)
