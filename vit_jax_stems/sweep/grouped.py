@@ -520,8 +520,5 @@ def grouped_pays(base_config, k, cache_path=None, *, num_steps=3):
   )
   if path:
     cache[key] = answer
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / (path.name + '.tmp')
-    tmp.write_text(json.dumps(cache, indent=2))
-    tmp.rename(path)
+    trials_lib.write_json_atomic(path, cache)
   return answer['grouped_pays']

@@ -40,6 +40,7 @@ from etils import epath
 from ml_collections import config_flags
 
 from vit_jax_stems import command_line
+from vit_jax_stems.sweep import trials
 from vit_jax_stems.train import config_checks
 
 RESULT_JSON = 'result.json'
@@ -127,13 +128,6 @@ def _read_result(path: epath.Path):
   return json.loads(path.read_text()) if path.exists() else None
 
 
-def _write_json(path: epath.Path, value):
-  """Whole or not at all: written beside, then renamed."""
-  tmp = path.parent / f'.{path.name}.tmp'
-  tmp.write_text(json.dumps(value, indent=2, sort_keys=True) + '\n')
-  tmp.replace(path)
-
-
 def run_one(config, workdir: epath.Path, train_examples: int) -> dict | None:
   """Trains `config` in `workdir` (resuming) and returns its result; None if it was preempted."""
   from vit_jax_stems.train import trainer  # pylint: disable=g-import-not-at-top
@@ -204,7 +198,7 @@ def run_grid(base, models, fractions, workdir, *, baseline=None) -> dict | None:
     if result is None:
       print(f'{name}: preempted; rerun the same command to resume.', flush=True)
       return None
-    _write_json(run_dir / RESULT_JSON, result)
+    trials.write_json_atomic(run_dir / RESULT_JSON, result)
     write_summary(workdir, baseline=baseline)
   return write_summary(workdir, baseline=baseline)
 
@@ -278,7 +272,7 @@ def write_summary(workdir, *, baseline=None) -> dict:
     },
     'runs': {m: {run_name(f): r for f, r in sorted(runs.items())} for m, runs in results.items()},
   }
-  _write_json(workdir / f'{SUMMARY}.json', summary)
+  trials.write_json_atomic(workdir / f'{SUMMARY}.json', summary)
   (workdir / f'{SUMMARY}.md').write_text(markdown_table(results, gaps, baseline, fractions))
   plot(results, fractions, workdir / f'{SUMMARY}.png')
   return summary
