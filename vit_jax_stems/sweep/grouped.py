@@ -45,6 +45,7 @@ from flax import traverse_util
 
 from vit_jax_stems import data
 from vit_jax_stems.data import device_augment
+from vit_jax_stems.sweep import runner
 from vit_jax_stems.sweep import trials as trials_lib
 from vit_jax_stems.train import (
   checkpointing,
@@ -455,32 +456,22 @@ def _precise_bn(program, config, names, train_iter):
   return with_precise_bn
 
 
-def _error(top1):
-  return 100.0 * (1.0 - top1)
-
-
 def _result(trial, i, final, evals, *, diverged, steps, ema, wall_s):
-  out = {key: trial.get(key) for key in _TRIAL_KEYS}
-  evaluated = 'ema' if ema else 'params'
-  if diverged:
-    raw = recipe = best = 100.0
-    ema_error = 100.0 if ema else None
-  else:
-    raw = _error(final['eval/params_top1'][i])
-    ema_error = _error(final['eval/ema_top1'][i]) if ema else None
-    recipe = ema_error if ema else raw
-    best = min(_error(r[f'eval/{evaluated}_top1'][i]) for r in evals)
-  out.update(
-    final_error=recipe,
-    best_error=best,
-    final_error_raw=raw,
-    final_error_ema=ema_error,
-    diverged=bool(diverged),
+  """Trial `i`'s result from the group's eval rows (per-trial lists), as runner.make_result
+  makes it for a lone trial."""
+  rows = [*evals, final]  # the best over every evaluation; the final one last
+  names = ('params_top1', 'ema_top1')
+  per_trial = [{k: r[f'eval/{k}'][i] for k in names if f'eval/{k}' in r} for r in rows]
+  result = runner.make_result(
+    {key: trial.get(key) for key in _TRIAL_KEYS},
+    evals=per_trial,
+    diverged=diverged,
     steps=steps,
     wall_s=wall_s,
     execution='grouped',
+    ema_enabled=ema,
   )
-  return out
+  return result
 
 
 # ---------------------------------------------------------------------- grouped or sequential
