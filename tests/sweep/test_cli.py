@@ -185,3 +185,18 @@ def test_groups_run_only_the_groups_named(tmp_path, monkeypatch):
       source,
       argv=[],
     )
+
+
+@pytest.mark.parametrize('command', ['main', 'vit_jax_stems.sweep.__main__'])
+def test_the_sweep_commands_can_load_the_modules_they_import_while_running(command):
+  """`--execution auto` imports the K-trials benchmark (grouped.grouped_pays) inside a command
+  that has defined --config already: a module another command imports may define no flags at
+  import time (absl refuses a flag defined twice)."""
+  script = (
+    f'import importlib; importlib.import_module({command!r})\n'
+    'from vit_jax_stems.sweep import bench, grouped, sample_efficiency\n'
+  )
+  done = subprocess.run(
+    [sys.executable, '-c', script], cwd=ROOT, capture_output=True, text=True, timeout=300
+  )
+  assert done.returncode == 0, done.stderr[-2000:]

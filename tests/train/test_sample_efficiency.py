@@ -102,6 +102,7 @@ def test_the_command_trains_each_run_once_and_writes_table_plot_and_numbers(tmp_
   workdir = tmp_path / 'grid'
   first = _command(workdir)
   assert first.returncode == 0, first.stderr[-3000:]
+  assert 'checkpoint_manager.py' not in first.stderr  # the libraries' INFO lines are filtered
   results = {
     f: json.loads((workdir / 'vit_c_1gf' / f / 'result.json').read_text()) for f in ('f50', 'f100')
   }

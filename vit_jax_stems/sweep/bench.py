@@ -148,22 +148,27 @@ def table(rows):
   return '\n'.join(lines)
 
 
-config_flags.DEFINE_config_file(
-  'config',
-  'configs/vitc.py:demo',
-  'Config file as main.py takes it; any field can be overridden with --config.a.b=value.',
-  lock_config=True,
-)
-flags.DEFINE_string('ks', '1,4,8,16', 'Comma-separated group sizes K.')
-flags.DEFINE_integer('steps', 5, 'Steps per timed window (sequential: rounds of K steps).')
-flags.DEFINE_integer('repeats', 3, 'Timed windows per figure (the median counts).')
-flags.DEFINE_bool(
-  'interleaved',
-  True,
-  'Also time K trial states stepped in turn by the trainer step (independent programs).',
-)
-flags.DEFINE_string('json', None, 'Also write every figure to this JSON file.')
 FLAGS = flags.FLAGS
+
+
+def _define_flags():
+  """The command's flags, defined only when it runs as a command: the sweep CLI imports this
+  module (grouped_pays) and has its own --config."""
+  config_flags.DEFINE_config_file(
+    'config',
+    'configs/vitc.py:demo',
+    'Config file as main.py takes it; any field can be overridden with --config.a.b=value.',
+    lock_config=True,
+  )
+  flags.DEFINE_string('ks', '1,4,8,16', 'Comma-separated group sizes K.')
+  flags.DEFINE_integer('steps', 5, 'Steps per timed window (sequential: rounds of K steps).')
+  flags.DEFINE_integer('repeats', 3, 'Timed windows per figure (the median counts).')
+  flags.DEFINE_bool(
+    'interleaved',
+    True,
+    'Also time K trial states stepped in turn by the trainer step (independent programs).',
+  )
+  flags.DEFINE_string('json', None, 'Also write every figure to this JSON file.')
 
 
 def main(argv):
@@ -215,4 +220,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  _define_flags()
   app.run(main)

@@ -350,6 +350,7 @@ def plot(results, fractions, path):
 
 # ------------------------------------------------------------------ Command line
 def main(argv):
+  command_line.quiet_libraries()
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   from vit_jax_stems.train import durations  # pylint: disable=g-import-not-at-top
