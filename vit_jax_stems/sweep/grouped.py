@@ -367,7 +367,10 @@ def train_group(base_config, trials, group_workdir):
         live = [v for v in row['train/loss'] if v is not None]
         progress(
           step,
-          {'loss (mean of live trials)': np.mean(live) if live else 'n/a', 'live': sum(alive)},
+          {
+            'loss (mean of live trials)': np.mean(live) if live else 'n/a',
+            'live': f'{sum(alive)}/{len(alive)}',
+          },
         )
         window = []
       if plan.eval_every and step % plan.eval_every == 0 and step != plan.total_steps:
