@@ -128,6 +128,13 @@ def main(argv=None) -> None:
   parser.add_argument('--top_k', type=int, default=5)
   parser.add_argument('--save_logits', help='write the (batch, classes) float32 logits here')
   parser.add_argument('--batch_size', type=int, default=64)
+  parser.add_argument(
+    '--image_size',
+    type=int,
+    default=None,
+    help="run at this input size (default: the weights'); the position embedding is resampled "
+    'to its token grid (bicubic, as timm resample_abs_pos_embed)',
+  )
   args = parser.parse_args(argv)
   if bool(args.images) == bool(args.npy):
     parser.error('give image files or --npy BATCH.npy (one of the two)')
@@ -137,7 +144,7 @@ def main(argv=None) -> None:
     meta = weights_lib.read_model_json(args.weights)
     if meta['arch'] != args.arch:
       raise ValueError(f'--arch {args.arch} but {args.weights!r} holds {meta["arch"]} weights.')
-    model, variables = weights_lib.load_weights(args.weights)
+    model, variables = weights_lib.load_weights(args.weights, image_size=args.image_size)
     if args.npy:
       batch = load_npy_batch(args.npy, model.spec)
       labels = [f'{args.npy}[{i}]' for i in range(len(batch))]

@@ -78,12 +78,21 @@ def resample(
   return np.concatenate([prefix, resized], axis=1)
 
 
-def grid_of(image_size: int, patch_size: int) -> tuple[int, int]:
-  """The token grid of a square image: image_size / patch_size per side (a total stride for the
-  conv stem, whose strides multiply to the patch size)."""
-  if image_size % patch_size:
-    raise ValueError(f'image size {image_size} is not a multiple of the patch size {patch_size}.')
-  return (image_size // patch_size,) * 2
+def prefix_tokens(spec) -> int:
+  """Slots of the position embedding that are not on the grid: pycls's class token (pycls `ViT`
+  adds the embedding after prepending it), none in ConViT (timm/convit `ConVit.pos_embed`)."""
+  return 1 if spec.family == 'pycls' else 0
+
+
+def for_spec(pos_embedding, spec, *, interpolation: str = 'bicubic') -> np.ndarray:
+  """A (square-grid) position embedding of this family resampled to `spec`'s token grid
+  (`ModelSpec.grid_size`: image_size over the patch size or the conv stem's strides)."""
+  return resample(
+    pos_embedding,
+    spec.grid_size(),
+    num_prefix_tokens=prefix_tokens(spec),
+    interpolation=interpolation,
+  )
 
 
 def _weights(size_in: int, size_out: int, interpolation: str) -> np.ndarray:
