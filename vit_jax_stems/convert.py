@@ -72,6 +72,14 @@ def _seq_first(x):  # pycls pos_embedding (L, 1, D) -> (1, L, D)
   return x.transpose(1, 0, 2)
 
 
+# Each layout's inverse (Flax leaf -> torch tensor), for `vit_jax_stems.export`.
+INVERSE_LAYOUT = {
+  _same: lambda x: x,
+  _linear: lambda x: x.T,
+  _conv: lambda x: x.transpose(3, 2, 0, 1),
+  _seq_first: lambda x: x.transpose(1, 0, 2),
+}
+
 # The torch shape that becomes a given Flax shape, for the error message.
 _TORCH_SHAPE = {
   _same: lambda s: s,
@@ -180,7 +188,7 @@ def _convit_key(path: tuple[str, ...]) -> tuple[str, Layout] | None:
   return f'{name}.{_TORCH_LEAF[leaf]}', _leaf_layout(leaf, ndim)
 
 
-def _key_function(spec) -> Callable[[tuple[str, ...]], tuple[str, Layout] | None]:
+def key_function(spec) -> Callable[[tuple[str, ...]], tuple[str, Layout] | None]:
   if spec.family == 'pycls':
     return _pycls_key
   if spec.stem != 'patchify':
@@ -194,7 +202,7 @@ def _key_function(spec) -> Callable[[tuple[str, ...]], tuple[str, Layout] | None
 # ------------------------------------------------------------------------------------------------
 # Conversion.
 # ------------------------------------------------------------------------------------------------
-def _path_names(path) -> tuple[str, ...]:
+def path_names(path) -> tuple[str, ...]:
   return tuple(str(getattr(k, 'key', k)) for k in path)
 
 
@@ -219,13 +227,13 @@ def convert_state_dict(
   shaped key.
   """
   spec = model.spec
-  key_of = _key_function(spec)
+  key_of = key_function(spec)
   state = {k: v for k, v in state_dict.items() if not k.endswith(_IGNORED_SUFFIXES)}
   abstract = models.abstract_variables(model)
   flat, used = {}, set()
   missing, wrong_shape = [], []
   for path, leaf in jax.tree_util.tree_flatten_with_path(abstract)[0]:
-    names = _path_names(path)
+    names = path_names(path)
     mapped = key_of(names[1:])  # drop the collection ('params' / 'batch_stats')
     if (
       mapped is None
@@ -408,7 +416,7 @@ def convert(
   """Reads `src`, converts it for `create_model(arch, **overrides)`, writes `dst`; returns dst."""
   overrides = dict(overrides or {})
   model = models.create_model(arch, **overrides)  # validates arch and overrides before reading
-  _key_function(model.spec)
+  key_function(model.spec)
   state = load_state_dict(src, state_key=state_key, allow_pickle=allow_pickle)
   variables = convert_state_dict(
     model, state, pos_embedding_interpolation=pos_embedding_interpolation
