@@ -9,6 +9,8 @@ checkout) loads the export with strict=True and gives the reference logits.
 import json
 import os
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from safetensors.numpy import load_file
@@ -108,3 +110,67 @@ def test_the_exported_names_are_the_converters_and_the_json_records_the_referenc
     meta, _, _ = load_fixture(name)
     assert ('ConVit' in meta['reference']) == (_format_of(meta) == 'timm')
     assert json.dumps(meta['reference_kwargs'])
+
+
+# ----------------------------------------------------------------------------- from a trainer run
+from tests.analysis import conftest as tiny_run  # noqa: E402  (its tiny trainer-layout run)
+
+STEPS = tiny_run.STEPS
+
+
+@pytest.fixture(scope='module')
+def run_dir(tmp_path_factory):
+  state0 = tiny_run.make_tiny_run_state0()
+  return tiny_run.write_tiny_run(str(tmp_path_factory.mktemp('run')), state0)
+
+
+def _checkpoint(workdir, step, which):
+  from vit_jax_stems.analysis import sources
+
+  return jax.device_get(sources.from_checkpoint(workdir, step, which=which).variables)
+
+
+def test_a_run_becomes_a_weights_directory_of_the_weights_its_recipe_evaluates(run_dir, tmp_path):
+  """The tiny ConViT demo run keeps an EMA (config.ema.enabled), which `auto` picks."""
+  latest = str(tmp_path / 'latest')
+  export.main(['--workdir', run_dir, '--format', 'weights', '--dst', latest])
+  model, variables = weights.load_weights(latest)
+  expected = _checkpoint(run_dir, STEPS[-1], 'ema')
+  jax.tree_util.tree_map(np.testing.assert_array_equal, expected, jax.device_get(variables))
+  raw = _checkpoint(run_dir, STEPS[-1], 'params')
+  assert not np.array_equal(raw['params']['head']['bias'], expected['params']['head']['bias'])
+  logits, _ = model.apply(variables, jnp.zeros((1, *[model.spec.image_size] * 2, 3)), train=False)
+  assert logits.shape == (1, model.spec.num_classes)
+
+  early = str(tmp_path / 'early')
+  export.main(['--workdir', run_dir, '--format', 'weights', '--dst', early, '--step',
+               str(STEPS[0]), '--which', 'params'])  # fmt: skip
+  _, variables = weights.load_weights(early)
+  jax.tree_util.tree_map(
+    np.testing.assert_array_equal, _checkpoint(run_dir, STEPS[0], 'params'), variables
+  )
+
+
+def test_a_run_goes_to_pytorch_in_one_command_as_through_its_weights_directory(run_dir, tmp_path):
+  direct = str(tmp_path / 'direct.safetensors')
+  export.main(['--workdir', run_dir, '--format', 'timm', '--dst', direct])
+  export.main(['--workdir', run_dir, '--format', 'weights', '--dst', str(tmp_path / 'w')])
+  via = str(tmp_path / 'via.safetensors')
+  export.main(['--weights', str(tmp_path / 'w'), '--format', 'timm', '--dst', via])
+  a, b = load_file(direct), load_file(via)
+  assert set(a) == set(b) and all(np.array_equal(a[k], b[k]) for k in a)
+
+
+def test_a_missing_step_is_one_line_naming_the_steps_and_writes_nothing(run_dir, tmp_path):
+  dst = tmp_path / 'out'
+  with pytest.raises(SystemExit) as e:
+    export.main(['--workdir', run_dir, '--format', 'weights', '--dst', str(dst), '--step', '3'])
+  assert 'No checkpoint step 3' in str(e.value) and str(list(STEPS)) in str(e.value)
+  assert '\n' not in str(e.value) and not dst.exists()
+
+
+def test_a_step_or_which_without_a_run_says_to_pass_the_run():
+  with pytest.raises(ValueError, match='--workdir RUN'):
+    export.export('timm', 'x.safetensors', weights_dir='W', which='ema')
+  with pytest.raises(ValueError, match='--workdir RUN'):
+    export.export('weights', 'DIR', weights_dir='W')
