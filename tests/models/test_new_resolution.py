@@ -79,6 +79,24 @@ def test_a_fine_tuning_start_at_another_size_gets_the_resampled_embedding():
   )
 
 
+def test_a_new_head_for_another_class_count_starts_at_zero_in_both_families():
+  """pycls zero-initialises its head; ConViT's init is normal(0.02), but a fine-tuning start gets
+  zeros in both (pycls `init_weights_vit`)."""
+  for name in ('pycls_vit_c', 'timm_convit_4h'):
+    meta, _, src = load_fixture(name)
+    model = models.create_model(meta['arch'], **meta['overrides'])
+    loaded = convert.convert_state_dict(model, convert.load_state_dict(src))
+    run_model = models.create_model(meta['arch'], **dict(meta['overrides'], num_classes=3))
+    init = jax.device_get(models.init_variables(run_model, jax.random.key(0)))
+    merged = pretrained.merge(init, loaded, source='DIR', spec=run_model.spec)
+    for leaf in ('kernel', 'bias'):
+      assert merged['params']['head'][leaf].shape[-1] == 3
+      assert not merged['params']['head'][leaf].any(), (name, leaf)
+    np.testing.assert_array_equal(
+      merged['params']['pos_embedding'], loaded['params']['pos_embedding']
+    )
+
+
 @pytest.mark.parametrize('strength', [1.0, 8.0])
 def test_gpsa_at_a_new_grid_keeps_each_heads_local_init_centre(strength):
   """The positional score is a function of the offset (dx, dy) only, so a local-init head's

@@ -1,9 +1,10 @@
 """Starting a run from converted PyTorch weights (`config.init_weights = DIR`), for fine-tuning.
 
 The weights come from `vit_jax_stems.weights.load_weights(DIR) -> (model, variables)`. They
-replace the freshly initialised parameters and BatchNorm statistics leaf by leaf; the
-classifier head keeps its fresh initialisation when the number of classes differs (the usual
-fine-tuning start), and a position embedding of another token grid (the run's
+replace the freshly initialised parameters and BatchNorm statistics leaf by leaf; when the number
+of classes differs (the usual fine-tuning start) the classifier head is a new one, all zeros (pycls
+`init_weights_vit` zero-initialises the head; with zeros every class starts at the same logit and
+the first updates come from the pretrained features, whichever family), and a position embedding of another token grid (the run's
 config.data.image_size differs from the weights') is resampled to the run's grid
 (`models.pos_embedding.for_spec`, bicubic as timm's `resample_abs_pos_embed`). Any other
 mismatch is an error naming the parameter.
@@ -49,12 +50,12 @@ def merge(init_variables, loaded_variables, *, source, spec):
         logging.info('init_weights: resampled pos_embedding %s -> %s', new.shape, out[name].shape)
       elif name.startswith('head/'):
         logging.info(
-          'init_weights: re-initialising %s (%s -> %s, num_classes differ)',
+          'init_weights: a new zero head %s (%s -> %s, num_classes differ)',
           name,
           new.shape,
           init.shape,
         )
-        out[name] = init
+        out[name] = np.zeros_like(init)
       else:
         raise ValueError(
           f'config.init_weights={source}: {collection}/{name} has shape {new.shape}, the '
