@@ -80,7 +80,7 @@ def test_mismatch_lists_every_missing_unexpected_and_wrong_shape_key():
   del state['encoder.block_1.ln_2.bias']
   del state['head.head_fc.weight']
   state['encoder.block_9.ln_1.weight'] = np.ones(48, np.float32)
-  state['pos_embedding'] = np.zeros((5, 1, 48), np.float32)
+  state['pos_embedding'] = np.zeros((6, 1, 48), np.float32)  # 5 grid tokens: not a square grid
   with pytest.raises(convert.CheckpointMismatchError) as info:
     convert.convert_state_dict(model, state)
   message = str(info.value)
@@ -88,7 +88,7 @@ def test_mismatch_lists_every_missing_unexpected_and_wrong_shape_key():
   assert 'encoder.block_1.ln_2.bias' in message and 'head.head_fc.weight (10, 48)' in message
   assert '1 unexpected key(s)' in message and 'encoder.block_9.ln_1.weight' in message
   assert '1 wrong shape key(s)' in message
-  assert 'pos_embedding: checkpoint (5, 1, 48), model wants (17, 1, 48)' in message
+  assert 'pos_embedding: checkpoint (6, 1, 48), model wants (17, 1, 48)' in message
   assert '--image_size' in message
 
 

@@ -185,3 +185,32 @@ def test_predict_imports_neither_tensorflow_nor_torch():
     env=dict(os.environ, JAX_PLATFORMS='cpu'),
   ).stdout
   assert out.strip() == '[]'
+
+
+def test_features_are_the_heads_input_in_input_order(tmp_path):
+  """The saved embeddings are what the head maps to the logits: logits = features @ W + b."""
+  model, variables = make_weights(tmp_path / 'w', 7)
+  batch = np.random.default_rng(2).normal(size=(5, 16, 16, 3)).astype(np.float32)
+  np.save(tmp_path / 'batch.npy', batch)
+  common = ['--arch', 'vit_p_1gf', '--weights', str(tmp_path / 'w'), '--batch_size', '2']
+  predict.main(
+    [*common, '--npy', str(tmp_path / 'batch.npy'), '--features', str(tmp_path / 'f.npy')]
+  )
+  features = np.load(tmp_path / 'f.npy')
+  assert features.shape == (5, TINY['hidden_size']) and features.dtype == np.float32
+  head = variables['params']['head']
+  np.testing.assert_allclose(
+    features @ head['kernel'] + head['bias'], direct_logits(model, variables, batch), atol=1e-5
+  )
+  _, out = model.apply(variables, jnp.asarray(batch[3:4]), train=False)
+  np.testing.assert_allclose(features[3], np.asarray(out['pre_logits'])[0], atol=1e-6)
+
+
+def test_predict_runs_at_another_image_size(tmp_path, capsys):
+  make_weights(tmp_path / 'w', 7)
+  np.save(tmp_path / 'big.npy', np.zeros((2, 32, 32, 3), np.float32))
+  common = ['--arch', 'vit_p_1gf', '--weights', str(tmp_path / 'w'), '--npy']
+  predict.main([*common, str(tmp_path / 'big.npy'), '--image_size', '32'])
+  assert len(top_k_rows(capsys.readouterr().out)) == 2
+  with pytest.raises(SystemExit, match=r'\(batch, 16, 16, 3\)'):  # the weights' own size
+    predict.main([*common, str(tmp_path / 'big.npy')])

@@ -9,10 +9,15 @@ narrower layers, 32x32 inputs) built with fixed seeds, its weights moved off ini
                     (`init_pos_proj_weight_{i}`, (H,3)) taken before the perturbation
   NAME.json         reference kwargs, format ('timm_convit' | 'pycls_vit'), and the vit_jax_stems
                     arch name + overrides that build the matching Flax model
+and `timm_pos_embed_resample.npz`: random position embeddings and timm's
+`resample_abs_pos_embed` of each (pycls's layout with a class-token slot, ConViT's without;
+square and non-square grids, up and down; bicubic and bilinear, antialias off), with one
+`case_{i}` JSON string per entry naming its grids, prefix slots and interpolation.
 
 Command (from the repository root; needs requirements-reference.txt and a pycls checkout):
   .venv/bin/python tools/make_parity_fixtures.py --pycls_root /tmp/pycls --out tests/fixtures/parity \
       --pycls_revision 5719de641657c251f807c20a1fcf8ef6f4b60144
+  (add --only timm_pos_embed_resample to write just that file; it needs timm, not pycls)
 """
 
 import argparse
@@ -24,6 +29,8 @@ import numpy as np
 import reference_models as ref
 import torch
 from safetensors.torch import save_file
+
+from vit_jax_stems import timm_import
 
 BATCH = 3
 
@@ -156,12 +163,48 @@ def make_fixture(name, family, kwargs, seed, pycls_root):
   return state, images, logits, extra, meta
 
 
+# (prefix slots, old grid, new grid): pycls 224 -> 384 px at patch 16 (14x14 -> 24x24, class
+# slot), ConViT down (14x14 -> 7x7, no slot), non-square grids both ways, a 1x1 grid.
+POS_EMBED_CASES = [
+  (1, (14, 14), (24, 24)),
+  (0, (14, 14), (7, 7)),
+  (1, (4, 4), (3, 5)),
+  (0, (8, 8), (8, 12)),
+  (1, (2, 3), (5, 2)),
+  (0, (1, 1), (3, 3)),
+]
+POS_EMBED_FIXTURE = 'timm_pos_embed_resample'
+
+
+def make_pos_embed_fixture(path, seed=7):
+  """timm's resample_abs_pos_embed on random embeddings (antialias off, its default align_corners)."""
+  with timm_import.without_torchvision():
+    from timm.layers.pos_embed import resample_abs_pos_embed
+  rng = np.random.default_rng(seed)
+  arrays = {}
+  cases = [(*case, interp) for case in POS_EMBED_CASES for interp in ('bicubic', 'bilinear')]
+  for i, (prefix, old, new, interpolation) in enumerate(cases):
+    x = rng.standard_normal((1, prefix + old[0] * old[1], 16)).astype(np.float32)
+    y = resample_abs_pos_embed(
+      torch.from_numpy(x),
+      list(new),
+      old_size=list(old),
+      num_prefix_tokens=prefix,
+      interpolation=interpolation,
+      antialias=False,
+    )
+    case = dict(num_prefix_tokens=prefix, old_grid=old, new_grid=new, interpolation=interpolation)
+    arrays.update({f'input_{i}': x, f'output_{i}': y.numpy(), f'case_{i}': json.dumps(case)})
+  np.savez(path, **arrays)
+  return len(arrays) // 3
+
+
 def main():
   parser = argparse.ArgumentParser(
     description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
   )
   parser.add_argument(
-    '--pycls_root', required=True, help='checkout of facebookresearch/pycls, branch main'
+    '--pycls_root', default=None, help='checkout of facebookresearch/pycls, branch main'
   )
   parser.add_argument(
     '--pycls_revision',
@@ -169,13 +212,24 @@ def main():
     help='pycls commit to record in the JSON when --pycls_root is not a git work tree',
   )
   parser.add_argument('--out', default='tests/fixtures/parity')
+  parser.add_argument('--only', default=None, help='comma-separated fixture names to write')
   args = parser.parse_args()
   os.makedirs(args.out, exist_ok=True)
+  only = set(args.only.split(',')) if args.only else None
+  if only is None or POS_EMBED_FIXTURE in only:
+    n = make_pos_embed_fixture(os.path.join(args.out, f'{POS_EMBED_FIXTURE}.npz'))
+    print(f'{POS_EMBED_FIXTURE}: {n} resampled embeddings')
+  if only is not None and not only - {POS_EMBED_FIXTURE}:
+    return
+  if args.pycls_root is None:
+    parser.error('--pycls_root DIR is needed for the model fixtures (or pass --only NAME,...)')
   convit = ref.import_timm_convit()
   import timm
 
   pycls_rev = args.pycls_revision or _git_rev(args.pycls_root)
   for seed, (name, family, kwargs) in enumerate(CASES):
+    if only is not None and name not in only:
+      continue
     state, images, logits, extra, meta = make_fixture(
       name, family, kwargs, 1000 * (seed + 1), args.pycls_root
     )

@@ -28,6 +28,7 @@ any mismatch is reported at once, listing every missing, unexpected and wrongly 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import re
 import sys
@@ -36,9 +37,11 @@ from typing import Any
 
 import jax
 import numpy as np
+from absl import logging
 
 from vit_jax_stems import models
 from vit_jax_stems import weights as weights_lib
+from vit_jax_stems.models import pos_embedding
 
 # State-dict entries that are not weights: derived constants and counters.
 _IGNORED_SUFFIXES = ('.num_batches_tracked', '.rel_indices')
@@ -68,6 +71,14 @@ def _conv(x):  # torch Conv2d (out, in, kh, kw) -> Conv (kh, kw, in, out)
 def _seq_first(x):  # pycls pos_embedding (L, 1, D) -> (1, L, D)
   return x.transpose(1, 0, 2)
 
+
+# Each layout's inverse (Flax leaf -> torch tensor), for `vit_jax_stems.export`.
+INVERSE_LAYOUT = {
+  _same: lambda x: x,
+  _linear: lambda x: x.T,
+  _conv: lambda x: x.transpose(3, 2, 0, 1),
+  _seq_first: lambda x: x.transpose(1, 0, 2),
+}
 
 # The torch shape that becomes a given Flax shape, for the error message.
 _TORCH_SHAPE = {
@@ -177,7 +188,7 @@ def _convit_key(path: tuple[str, ...]) -> tuple[str, Layout] | None:
   return f'{name}.{_TORCH_LEAF[leaf]}', _leaf_layout(leaf, ndim)
 
 
-def _key_function(spec) -> Callable[[tuple[str, ...]], tuple[str, Layout] | None]:
+def key_function(spec) -> Callable[[tuple[str, ...]], tuple[str, Layout] | None]:
   if spec.family == 'pycls':
     return _pycls_key
   if spec.stem != 'patchify':
@@ -191,7 +202,7 @@ def _key_function(spec) -> Callable[[tuple[str, ...]], tuple[str, Layout] | None
 # ------------------------------------------------------------------------------------------------
 # Conversion.
 # ------------------------------------------------------------------------------------------------
-def _path_names(path) -> tuple[str, ...]:
+def path_names(path) -> tuple[str, ...]:
   return tuple(str(getattr(k, 'key', k)) for k in path)
 
 
@@ -205,19 +216,24 @@ def _nest(flat: Mapping[tuple[str, ...], np.ndarray]) -> dict:
   return out
 
 
-def convert_state_dict(model, state_dict: Mapping[str, Any]) -> dict:
+def convert_state_dict(
+  model, state_dict: Mapping[str, Any], *, pos_embedding_interpolation: str = 'bicubic'
+) -> dict:
   """Returns the Flax variables of `model` (a VisionTransformer) from a reference state dict.
 
-  Raises CheckpointMismatchError naming every missing, unexpected and wrongly shaped key.
+  A position embedding of another (square) token grid is resampled to the model's grid
+  (`models.pos_embedding`, as timm's `resample_abs_pos_embed`), so `--image_size` may differ from
+  the checkpoint's. Raises CheckpointMismatchError naming every missing, unexpected and wrongly
+  shaped key.
   """
   spec = model.spec
-  key_of = _key_function(spec)
+  key_of = key_function(spec)
   state = {k: v for k, v in state_dict.items() if not k.endswith(_IGNORED_SUFFIXES)}
   abstract = models.abstract_variables(model)
   flat, used = {}, set()
   missing, wrong_shape = [], []
   for path, leaf in jax.tree_util.tree_flatten_with_path(abstract)[0]:
-    names = _path_names(path)
+    names = path_names(path)
     mapped = key_of(names[1:])  # drop the collection ('params' / 'batch_stats')
     if (
       mapped is None
@@ -232,6 +248,13 @@ def convert_state_dict(model, state_dict: Mapping[str, Any]) -> dict:
     used.add(key)
     value = np.asarray(state[key])
     want_torch = _TORCH_SHAPE[layout](tuple(leaf.shape))
+    if names[-1] == 'pos_embedding' and tuple(value.shape) != tuple(want_torch):
+      value = _resampled_pos_embedding(value, layout, spec, pos_embedding_interpolation)
+      if value is not None:
+        used.add(key)
+        flat[names] = value
+        continue
+      value = np.asarray(state[key])
     if tuple(value.shape) != tuple(want_torch):
       wrong_shape.append(f'{key}: checkpoint {tuple(value.shape)}, model wants {tuple(want_torch)}')
       continue
@@ -240,6 +263,26 @@ def convert_state_dict(model, state_dict: Mapping[str, Any]) -> dict:
   if missing or unexpected or wrong_shape:
     raise CheckpointMismatchError(_mismatch_message(spec, missing, unexpected, wrong_shape))
   return _nest(flat)
+
+
+def _resampled_pos_embedding(value, layout, spec, interpolation):
+  """The checkpoint's position embedding on `spec`'s token grid, or None when its width or its
+  grid (not a square one) cannot be resampled (then the shape mismatch is reported)."""
+  ours = layout(value.astype(np.float32))  # (1, prefix + rows * cols, D)
+  want = (1, pos_embedding.prefix_tokens(spec) + math.prod(spec.grid_size()), spec.hidden_size)
+  if ours.ndim != 3 or ours.shape[0] != 1 or ours.shape[2] != want[2]:
+    return None
+  try:
+    resampled = pos_embedding.for_spec(ours, spec, interpolation=interpolation)
+  except ValueError:
+    return None
+  logging.info(
+    'convert: position embedding %s resampled to %s (%s)',
+    ours.shape,
+    resampled.shape,
+    interpolation,
+  )
+  return np.ascontiguousarray(resampled)
 
 
 def _mismatch_message(spec, missing, unexpected, wrong_shape) -> str:
@@ -368,13 +411,16 @@ def convert(
   overrides: Mapping[str, Any] | None = None,
   state_key: str | None = None,
   allow_pickle: bool = False,
+  pos_embedding_interpolation: str = 'bicubic',
 ) -> str:
   """Reads `src`, converts it for `create_model(arch, **overrides)`, writes `dst`; returns dst."""
   overrides = dict(overrides or {})
   model = models.create_model(arch, **overrides)  # validates arch and overrides before reading
-  _key_function(model.spec)
+  key_function(model.spec)
   state = load_state_dict(src, state_key=state_key, allow_pickle=allow_pickle)
-  variables = convert_state_dict(model, state)
+  variables = convert_state_dict(
+    model, state, pos_embedding_interpolation=pos_embedding_interpolation
+  )
   return weights_lib.save_weights(dst, arch, variables, overrides=overrides)
 
 
@@ -390,7 +436,19 @@ def main(argv=None) -> None:
   parser.add_argument('--src', required=True, help='.safetensors, .pth or .pyth checkpoint')
   parser.add_argument('--dst', required=True, help='weights directory to write')
   parser.add_argument('--num_classes', type=int, default=None)
-  parser.add_argument('--image_size', type=int, default=None)
+  parser.add_argument(
+    '--image_size',
+    type=int,
+    default=None,
+    help="input size of the converted model (default: the arch's); a position embedding of "
+    'another grid is resampled to it',
+  )
+  parser.add_argument(
+    '--pos_embedding_interpolation',
+    choices=pos_embedding.INTERPOLATIONS,
+    default='bicubic',
+    help='how a position embedding is resampled (torch interpolate, antialias off)',
+  )
   parser.add_argument(
     '--override',
     action='append',
@@ -426,6 +484,7 @@ def main(argv=None) -> None:
       overrides=overrides,
       state_key=args.state_key,
       allow_pickle=args.allow_pickle,
+      pos_embedding_interpolation=args.pos_embedding_interpolation,
     )
   except (CheckpointMismatchError, ValueError, KeyError, FileNotFoundError, ImportError) as e:
     sys.exit(f'convert: {e}')

@@ -2,6 +2,8 @@
 
   python -m vit_jax_stems.predict --arch MODEL --weights DIR IMAGE [IMAGE ...] [--top_k 5]
   python -m vit_jax_stems.predict --arch MODEL --weights DIR --npy BATCH.npy [--save_logits OUT.npy]
+  python -m vit_jax_stems.predict --arch MODEL --weights DIR IMAGE ... --features OUT.npy
+      [--image_size N]
 
 Image files get the model's eval preprocessing, the one its reference evaluates with (ModelSpec
 fields): resize the shorter side to floor(image_size / eval_crop_pct) with the spec's interpolation
@@ -12,6 +14,11 @@ subtract mean and divide by std (ImageNet RGB). PIL and numpy only: no tensorflo
 Class names: the weights directory's labels.txt when present; otherwise, for 1000 classes, the
 ImageNet-1k names of vit_jax_stems/imagenet_classes.txt (made by tools/make_imagenet_classes.py);
 otherwise class indices.
+
+`--features OUT.npy` also writes the pre-logit embeddings, (batch, hidden_size) float32 in the
+input order: the final LayerNorm's output at the class token, the head's input (`out['pre_logits']`
+of the model), for linear probes and retrieval outside this project. `--image_size` runs at
+another input size, the position embedding resampled (`weights.load_weights`).
 """
 
 from __future__ import annotations
@@ -91,12 +98,23 @@ def class_names(weights_dir: str, num_classes: int) -> list[str] | None:
 
 def logits_for(model, variables, batch: np.ndarray, batch_size: int = 64) -> np.ndarray:
   """Eval-mode logits (float32) in chunks of `batch_size`; one compile per chunk shape."""
-  apply = jax.jit(lambda v, x: model.apply(v, x, train=False)[0])
+  return logits_and_features(model, variables, batch, batch_size)[0]
+
+
+def logits_and_features(model, variables, batch: np.ndarray, batch_size: int = 64):
+  """(logits (B, classes), pre-logit features (B, hidden_size)), float32, eval mode."""
+
+  def forward(v, x):
+    logits, out = model.apply(v, x, train=False)
+    return logits, out['pre_logits'].astype(jnp.float32)
+
+  apply = jax.jit(forward)
   chunks = [
-    np.asarray(apply(variables, jnp.asarray(batch[i : i + batch_size])))
+    jax.device_get(apply(variables, jnp.asarray(batch[i : i + batch_size])))
     for i in range(0, len(batch), batch_size)
   ]
-  return np.concatenate(chunks).astype(np.float32)
+  logits, features = (np.concatenate(part).astype(np.float32) for part in zip(*chunks))
+  return logits, features
 
 
 def format_top_k(
@@ -127,7 +145,17 @@ def main(argv=None) -> None:
   parser.add_argument('--npy', help='preprocessed NHWC float32 batch instead of image files')
   parser.add_argument('--top_k', type=int, default=5)
   parser.add_argument('--save_logits', help='write the (batch, classes) float32 logits here')
+  parser.add_argument(
+    '--features', help='write the (batch, hidden_size) float32 pre-logit embeddings here'
+  )
   parser.add_argument('--batch_size', type=int, default=64)
+  parser.add_argument(
+    '--image_size',
+    type=int,
+    default=None,
+    help="run at this input size (default: the weights'); the position embedding is resampled "
+    'to its token grid (bicubic, as timm resample_abs_pos_embed)',
+  )
   args = parser.parse_args(argv)
   if bool(args.images) == bool(args.npy):
     parser.error('give image files or --npy BATCH.npy (one of the two)')
@@ -137,7 +165,7 @@ def main(argv=None) -> None:
     meta = weights_lib.read_model_json(args.weights)
     if meta['arch'] != args.arch:
       raise ValueError(f'--arch {args.arch} but {args.weights!r} holds {meta["arch"]} weights.')
-    model, variables = weights_lib.load_weights(args.weights)
+    model, variables = weights_lib.load_weights(args.weights, image_size=args.image_size)
     if args.npy:
       batch = load_npy_batch(args.npy, model.spec)
       labels = [f'{args.npy}[{i}]' for i in range(len(batch))]
@@ -145,9 +173,11 @@ def main(argv=None) -> None:
       batch, labels = load_images(args.images, model.spec), list(args.images)
   except (ValueError, FileNotFoundError, OSError) as e:
     sys.exit(f'predict: {e}')
-  logits = logits_for(model, variables, batch, args.batch_size)
+  logits, features = logits_and_features(model, variables, batch, args.batch_size)
   if args.save_logits:
     np.save(args.save_logits, logits)
+  if args.features:
+    np.save(args.features, features)
   print(format_top_k(logits, labels, class_names(args.weights, model.spec.num_classes), args.top_k))
 
 

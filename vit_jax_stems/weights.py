@@ -23,6 +23,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from vit_jax_stems import models
+from vit_jax_stems.models import pos_embedding
 
 MODEL_JSON = 'model.json'
 VARIABLES_DIR = 'variables'
@@ -104,20 +105,45 @@ def read_model_json(weights_dir: str) -> dict:
     return json.load(f)
 
 
-def load_weights(weights_dir: str, *, dtype: Any = jnp.float32):
+def load_weights(
+  weights_dir: str,
+  *,
+  dtype: Any = jnp.float32,
+  image_size: int | None = None,
+  pos_embedding_interpolation: str = 'bicubic',
+):
   """Returns (model, variables) from a directory written by `save_weights`.
 
-  The model is recreated by name with the saved overrides; `dtype` is the compute dtype.
+  The model is recreated by name with the saved overrides; `dtype` is the compute dtype. With an
+  `image_size` other than the saved one, the model is built at that size and the learned position
+  embedding resampled to its token grid (`models.pos_embedding.for_spec`, timm's
+  `resample_abs_pos_embed`); GPSA's relative positions follow the grid by construction.
   """
   meta = read_model_json(weights_dir)
-  model = models.create_model(meta['arch'], dtype=dtype, **meta.get('overrides', {}))
+  overrides = dict(meta.get('overrides', {}))
+  model = models.create_model(meta['arch'], dtype=dtype, **overrides)
   abstract = models.abstract_variables(model)
   checkpointer = ocp.StandardCheckpointer()
   variables = checkpointer.restore(
     os.path.join(os.path.abspath(weights_dir), VARIABLES_DIR), abstract
   )
   check_variables(model, variables)
+  if image_size is not None and image_size != model.spec.image_size:
+    model = models.create_model(
+      meta['arch'], dtype=dtype, **{**overrides, 'image_size': image_size}
+    )
+    variables = resized(variables, model.spec, interpolation=pos_embedding_interpolation)
+    check_variables(model, variables)
   return model, variables
+
+
+def resized(variables, spec, *, interpolation: str = 'bicubic'):
+  """`variables` with params/pos_embedding resampled to `spec`'s token grid; the rest shared."""
+  params = dict(variables['params'])
+  params['pos_embedding'] = jnp.asarray(
+    pos_embedding.for_spec(np.asarray(params['pos_embedding']), spec, interpolation=interpolation)
+  )
+  return {**variables, 'params': params}
 
 
 def read_class_names(weights_dir: str) -> list[str] | None:

@@ -40,6 +40,15 @@ def tiny_run_config():
 
 @pytest.fixture(scope='session')
 def tiny_run_state0():
+  return make_tiny_run_state0()
+
+
+@pytest.fixture(scope='session')
+def tiny_run_dir(tmp_path_factory, tiny_run_state0):
+  return write_tiny_run(str(tmp_path_factory.mktemp('tiny_run')), tiny_run_state0)
+
+
+def make_tiny_run_state0():
   """The train state at step 0 of `tiny_run_config`, from the trainer's `make_init_fn`."""
   from vit_jax_stems.train import train_state  # pylint: disable=g-import-not-at-top
 
@@ -49,17 +58,15 @@ def tiny_run_state0():
   return jax.device_get(jax.jit(init)(jax.random.PRNGKey(config.seed)))
 
 
-@pytest.fixture(scope='session')
-def tiny_run_dir(tmp_path_factory, tiny_run_state0):
+def write_tiny_run(workdir, state0):
   """A run dir like the trainer's: config.json and checkpoints at STEPS (params drifting away
   from the init, an EMA copy that differs from them)."""
   from vit_jax_stems.train import checkpointing  # pylint: disable=g-import-not-at-top
 
-  workdir = str(tmp_path_factory.mktemp('tiny_run'))
   config = tiny_run_config()
   with open(os.path.join(workdir, 'config.json'), 'w') as f:
     f.write(config.to_json_best_effort(indent=2))
-  state = tiny_run_state0
+  state = state0
   ckpt = checkpointing.Checkpointer(
     os.path.join(workdir, 'checkpoints'), keep=5, asynchronous=False
   )

@@ -71,7 +71,7 @@ def run(config, workdir, *, split=None):
       variables['ema'] = train_state.variables_of(state, 'ema')
     source = f'checkpoint step {int(jax.device_get(state["step"]))} in {workdir}'
   elif config.init_weights:
-    model, loaded = pretrained.load(config.init_weights)
+    model, loaded = pretrained.load(config.init_weights, image_size=config.data.image_size)
     mesh = run_setup.make_mesh(config)
     shardings = sharding.tree_shardings(
       loaded, mesh, config.sharding_rules, min_size_to_shard_mb=config.min_size_to_shard_mb

@@ -1,25 +1,33 @@
 """Starting a run from converted PyTorch weights (`config.init_weights = DIR`), for fine-tuning.
 
 The weights come from `vit_jax_stems.weights.load_weights(DIR) -> (model, variables)`. They
-replace the freshly initialised parameters and BatchNorm statistics leaf by leaf; the
-classifier head keeps its fresh initialisation when the number of classes differs (the usual
-fine-tuning start). Any other mismatch is an error naming the parameter.
+replace the freshly initialised parameters and BatchNorm statistics leaf by leaf; when the number
+of classes differs (the usual fine-tuning start) the classifier head is a new one, all zeros (pycls
+`init_weights_vit` zero-initialises the head; with zeros every class starts at the same logit and
+the first updates come from the pretrained features, whichever family), and a position embedding of another token grid (the run's
+config.data.image_size differs from the weights') is resampled to the run's grid
+(`models.pos_embedding.for_spec`, bicubic as timm's `resample_abs_pos_embed`). Any other
+mismatch is an error naming the parameter.
 """
 
 import numpy as np
 from absl import logging
 from flax import traverse_util
 
+from vit_jax_stems.models import pos_embedding
 
-def load(directory):
-  """(model, variables) of converted weights; imported lazily (optional dependency path)."""
+
+def load(directory, *, image_size=None):
+  """(model, variables) of converted weights, at `image_size` when given (the position embedding
+  resampled); imported lazily (optional dependency path)."""
   from vit_jax_stems import weights  # pylint: disable=g-import-not-at-top
 
-  return weights.load_weights(directory)
+  return weights.load_weights(directory, image_size=image_size)
 
 
-def merge(init_variables, loaded_variables, *, source):
-  """Returns `init_variables` with every leaf replaced by the loaded one (see module doc)."""
+def merge(init_variables, loaded_variables, *, source, spec):
+  """Returns `init_variables` with every leaf replaced by the loaded one (see module doc);
+  `spec` is the run's ModelSpec (its token grid)."""
   merged = {}
   for collection, init_tree in init_variables.items():
     init_flat = traverse_util.flatten_dict(init_tree, sep='/')
@@ -37,14 +45,17 @@ def merge(init_variables, loaded_variables, *, source):
       new = np.asarray(loaded_flat[name])
       if new.shape == init.shape:
         out[name] = new.astype(init.dtype)
+      elif name == 'pos_embedding' and new.shape[2:] == init.shape[2:]:
+        out[name] = pos_embedding.for_spec(new, spec).astype(init.dtype)
+        logging.info('init_weights: resampled pos_embedding %s -> %s', new.shape, out[name].shape)
       elif name.startswith('head/'):
         logging.info(
-          'init_weights: re-initialising %s (%s -> %s, num_classes differ)',
+          'init_weights: a new zero head %s (%s -> %s, num_classes differ)',
           name,
           new.shape,
           init.shape,
         )
-        out[name] = init
+        out[name] = np.zeros_like(init)
       else:
         raise ValueError(
           f'config.init_weights={source}: {collection}/{name} has shape {new.shape}, the '

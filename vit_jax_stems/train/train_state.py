@@ -16,7 +16,7 @@ import jax.numpy as jnp
 from vit_jax_stems import models
 
 
-def _model_kwargs(config, num_classes):
+def model_kwargs(config, num_classes):
   """`create_model` / `get_spec` overrides of a config: config.model, the dataset's classes and
   config.data.image_size."""
   return dict(
@@ -26,7 +26,7 @@ def _model_kwargs(config, num_classes):
 
 def spec_from_config(config, num_classes):
   """The ModelSpec of `config.model_name` with the config's overrides (validated)."""
-  return models.get_spec(config['model_name'], **_model_kwargs(config, num_classes))
+  return models.get_spec(config['model_name'], **model_kwargs(config, num_classes))
 
 
 def model_from_config(config, num_classes, *, dtype=None):
@@ -34,7 +34,7 @@ def model_from_config(config, num_classes, *, dtype=None):
   return models.create_model(
     config['model_name'],
     dtype=config['dtype'] if dtype is None else dtype,
-    **_model_kwargs(config, num_classes),
+    **model_kwargs(config, num_classes),
   )
 
 
