@@ -161,6 +161,15 @@ def test_cases_twins_and_gpsa_study_of_the_registered_models():
   assert cases_lib.peer_spec(by_label['vit_c_4gf'].spec) == (by_label['vit_p_4gf'].spec, 'vit')
 
 
+def test_twin_asked_for_by_name_is_still_paired():
+  """With vit_p_4gf in --models as well, --twins still compares vit_c_4gf with it (once)."""
+  built = cases_lib.build_cases(['vit_p_4gf', 'vit_c_4gf'], {}, twins=True, gpsa_study=False)
+  assert [(c.label, c.role, c.of) for c in built] == [
+    ('vit_p_4gf', 'twin', 'vit_c_4gf'),
+    ('vit_c_4gf', 'model', None),
+  ]
+
+
 def test_report_comparisons_are_ratios_of_rows():
   def row(case, role='model', of=None, step=1.0, temp=10):
     return {

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import os
 import sys
 
 from vit_jax_stems import models
@@ -54,6 +55,12 @@ def parse_args(argv):
     '--peer_no_compile',
     action='store_true',
     help='Run the peer eagerly instead of under torch.compile.',
+  )
+  p.add_argument(
+    '--peer_timeout_s',
+    type=float,
+    default=None,
+    help='Stop a peer that takes longer (its row then says so); default: no limit.',
   )
   p.add_argument(
     '--attention',
@@ -139,6 +146,7 @@ def main(argv=None) -> dict:
           warmup=args.warmup,
           dtype=args.dtype,
           compile_model=not args.peer_no_compile,
+          timeout_s=args.peer_timeout_s,
         )
         runs[key]['mirrors'] = spec.to_dict()
       peer_of[case.label] = runs[key]
@@ -166,7 +174,43 @@ def main(argv=None) -> dict:
     donate=not args.no_donate,
   )
   rows, gpsa_outputs = [], []
+
+  def document(complete):
+    return {
+      'command': 'python -m vit_jax_stems.bench '
+      + ' '.join(sys.argv[1:] if argv is None else argv),
+      'complete': complete,  # False: written before a case, the run not finished
+      'time': datetime.datetime.now(datetime.UTC).isoformat(timespec='seconds'),
+      'versions': {'jax': jax.__version__, 'flax': flax.__version__},
+      'device': {
+        'platform': device.platform,
+        'device_kind': device.device_kind,
+        'count': jax.device_count(),
+        'used': 1,
+      },
+      'peak': {'tflops': peak_tflops, 'dtype': args.dtype, 'source': peak_source},
+      'settings': {
+        'batch_size': args.batch_size,
+        'steps': args.steps,
+        'repeats': args.repeats,
+        'warmup': args.warmup,
+        'dtype': args.dtype,
+        'attention': attention,
+        'remat': args.remat,
+        'donate': not args.no_donate,
+        'peer': args.peer,
+        'peer_compile': not args.peer_no_compile,
+        'overrides': overrides,
+      },
+      'cases': rows,
+      'peers': peer_of,
+      'comparisons': report.comparisons(rows, peer_of),
+      'gpsa_outputs': gpsa_outputs,
+    }
+
   for case in cases:
+    if args.json:  # before each case, so that a run stopped by a time limit keeps what it measured
+      _write_json(args.json, document(complete=False))
     print(f'{case.label} ...', flush=True)
     row = jax_bench.run_case(case, settings)
     report.add_mfu(row, peak_tflops)
@@ -180,41 +224,19 @@ def main(argv=None) -> dict:
           }
         )
 
-  doc = {
-    'command': 'python -m vit_jax_stems.bench ' + ' '.join(sys.argv[1:] if argv is None else argv),
-    'time': datetime.datetime.now(datetime.UTC).isoformat(timespec='seconds'),
-    'versions': {'jax': jax.__version__, 'flax': flax.__version__},
-    'device': {
-      'platform': device.platform,
-      'device_kind': device.device_kind,
-      'count': jax.device_count(),
-      'used': 1,
-    },
-    'peak': {'tflops': peak_tflops, 'dtype': args.dtype, 'source': peak_source},
-    'settings': {
-      'batch_size': args.batch_size,
-      'steps': args.steps,
-      'repeats': args.repeats,
-      'warmup': args.warmup,
-      'dtype': args.dtype,
-      'attention': attention,
-      'remat': args.remat,
-      'donate': not args.no_donate,
-      'peer': args.peer,
-      'peer_compile': not args.peer_no_compile,
-      'overrides': overrides,
-    },
-    'cases': rows,
-    'peers': peer_of,
-    'comparisons': report.comparisons(rows, peer_of),
-    'gpsa_outputs': gpsa_outputs,
-  }
+  doc = document(complete=True)
   print(report.table(doc))
   if args.json:
-    with open(args.json, 'w') as f:
-      json.dump(doc, f, indent=1, default=str)
+    _write_json(args.json, doc)
     print(f'wrote {args.json}')
   return doc
+
+
+def _write_json(path, doc):
+  """Through a temporary file renamed into place: a reader never sees half a document."""
+  with open(f'{path}.tmp', 'w') as f:
+    json.dump(doc, f, indent=1, default=str)
+  os.replace(f'{path}.tmp', path)
 
 
 if __name__ == '__main__':
