@@ -147,6 +147,8 @@ def test_bad_input_fails_before_compiling():
     bench_main.main(['--models', 'vit_p_1gf', '--batch_size', '2', '--override', 'depth'])
   with pytest.raises(SystemExit):
     bench_main.main(['--models', 'vit_p_1gf', '--batch_size', '0'])
+  with pytest.raises(SystemExit):  # the peers alone need the peer named
+    bench_main.main(['--models', 'vit_p_1gf', '--batch_size', '2', '--peer_only'])
 
 
 def test_cases_twins_and_gpsa_study_of_the_registered_models():

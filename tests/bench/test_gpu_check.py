@@ -77,9 +77,10 @@ def test_every_part_runs_without_tensorflow_and_lands_in_one_json_and_page(dry_r
     assert f'[{name}] ok in ' in stdout  # each part's seconds, with the running total
   table = doc['results']['table']
   assert {r['role'] for r in table['cases']} == {'model', 'twin', 'explicit', 'plain'}
-  peers = table['peers']
-  assert peers and all('error' not in p for p in peers.values()), peers
-  kinds = {c['kind'] for c in table['comparisons']}
+  peers = doc['results']['peers']['peers']  # one per model and twin, paired by case label
+  assert set(peers) == {r['case'] for r in table['cases'] if r['role'] in ('model', 'twin')}
+  assert all('error' not in p for p in peers.values()), peers
+  kinds = {c['kind'] for c in doc['comparisons']}
   assert kinds == {
     'ours/peer',
     'conv/patchify step time at equal GF',
@@ -107,17 +108,22 @@ def test_parts_in_dry_mode_are_the_gpu_parts_at_cpu_size():
     real_flags = {a for a in r.argv if a.startswith('--')} - {'--peer_no_compile'}
     dry_flags = {a.split('=')[0] for a in d.argv if a.startswith('--')}
     assert real_flags <= dry_flags
-  table = real[0].argv
+  table, peers = real[0].argv, real[-1].argv
   assert table[table.index('--models') + 1] == gpu_check.GPU_MODELS
   assert table[table.index('--batch_size') + 1] == '256'
   assert table[table.index('--dtype') + 1] == 'bfloat16'
-  assert '--peer_no_compile' not in table  # the GPU peer runs under torch.compile
+  assert peers[: len(table)] == table  # the peers of exactly the table's cases
+  assert '--peer_no_compile' not in peers  # the GPU peer runs under torch.compile
 
 
-def test_unknown_part_is_refused_before_anything_runs(capsys):
+def test_unknown_part_or_limit_is_refused_before_anything_runs(capsys):
   with pytest.raises(SystemExit):
     gpu_check.parse_args(['--parts', 'table,tabel'])
   assert 'unknown tabel' in capsys.readouterr().err
+  with pytest.raises(SystemExit):
+    gpu_check.parse_args(['--limits', 'table=5m'])
+  assert "'table=5m': write PART=SECONDS" in capsys.readouterr().err
+  assert gpu_check.parse_args(['--limits', 'table=300']).limit_of == {'table': 300.0}
 
 
 def test_sweep_bench_without_tensorflow_names_num_classes(tmp_path):
@@ -136,3 +142,33 @@ def test_sweep_bench_without_tensorflow_names_num_classes(tmp_path):
     "ERROR: reading config.data.name='mnist5k' needs tensorflow_datasets; pass "
     '--num_classes=N to time synthetic batches.'
   )
+
+
+def test_a_rerun_of_some_parts_keeps_the_others_results(tmp_path, monkeypatch):
+  """`--parts sweep` into the same folder (same day and device) redoes the sweep only."""
+  runs = []
+
+  def fake_run(part, parts_dir, timeout_s):
+    runs.append(part.name)
+    with open(os.path.join(parts_dir, part.json), 'w') as f:
+      json.dump({'cases': [], 'rows': [], 'peers': {}, 'run': len(runs)}, f)
+    return dict(
+      gpu_check.skipped(part, 'never'),
+      status='ok',
+      seconds=float(len(runs)),
+      json=f'parts/{part.json}',
+    )
+
+  monkeypatch.setattr(gpu_check, 'probe_device', lambda: {'platform': 'cpu', 'device_kind': 'cpu'})
+  monkeypatch.setattr(gpu_check, 'run_part', fake_run)
+  monkeypatch.setattr(gpu_check, 'has_scan_field', lambda: True)
+  monkeypatch.setattr(gpu_check, 'markdown', lambda doc: '')
+  args = ['--dry', '--results_dir', str(tmp_path)]
+  folder = gpu_check.main(args)
+  first = json.load(open(os.path.join(folder, 'gpu_check.json')))
+  assert gpu_check.main([*args, '--parts', 'sweep']) == folder
+  again = json.load(open(os.path.join(folder, 'gpu_check.json')))
+  assert runs == [p.name for p in gpu_check.parts(dry=True)] + ['sweep']
+  assert again['parts']['table'] == first['parts']['table']
+  assert again['results']['table'] == first['results']['table']
+  assert again['results']['sweep']['run'] == len(runs) != first['results']['sweep']['run']

@@ -57,6 +57,12 @@ def parse_args(argv):
     help='Run the peer eagerly instead of under torch.compile.',
   )
   p.add_argument(
+    '--peer_only',
+    action='store_true',
+    help='Run only the peers (JAX not started; benchmarks/gpu_check.sh runs them after our cases '
+    'and pairs the two JSONs).',
+  )
+  p.add_argument(
     '--peer_timeout_s',
     type=float,
     default=None,
@@ -107,6 +113,8 @@ def parse_args(argv):
       p.error(f'--{name} must be at least 1.')
   if args.warmup < 0:
     p.error('--warmup must be >= 0.')
+  if args.peer_only and args.peer != 'timm':
+    p.error('--peer_only needs --peer timm.')
   if args.peer == 'timm' and not timm_peer.available():
     p.error(
       '--peer timm needs torch and timm: .venv/bin/pip install torch==2.13.0 and '
@@ -150,6 +158,17 @@ def main(argv=None) -> dict:
         )
         runs[key]['mirrors'] = spec.to_dict()
       peer_of[case.label] = runs[key]
+      if args.peer_only and args.json:  # after each peer: a run stopped at a limit keeps them
+        _write_json(args.json, _peers_document(args, argv, peer_of))
+  if args.peer_only:
+    doc = _peers_document(args, argv, peer_of)
+    for label, peer in peer_of.items():
+      summary = peer.get('error') or f'{peer["train_images_per_s"]:.1f} train images/s'
+      print(f'peer of {label}: {summary}')
+    if args.json:
+      _write_json(args.json, doc)
+      print(f'wrote {args.json}')
+    return doc
 
   # ---- our cases
   import flax  # pylint: disable=g-import-not-at-top
@@ -230,6 +249,23 @@ def main(argv=None) -> dict:
     _write_json(args.json, doc)
     print(f'wrote {args.json}')
   return doc
+
+
+def _peers_document(args, argv, peer_of):
+  return {
+    'command': 'python -m vit_jax_stems.bench ' + ' '.join(sys.argv[1:] if argv is None else argv),
+    'settings': {
+      'batch_size': args.batch_size,
+      'steps': args.steps,
+      'repeats': args.repeats,
+      'warmup': args.warmup,
+      'dtype': args.dtype,
+      'peer': args.peer,
+      'peer_compile': not args.peer_no_compile,
+    },
+    'cases': [],
+    'peers': peer_of,
+  }
 
 
 def _write_json(path, doc):
