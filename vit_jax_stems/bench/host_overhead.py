@@ -10,7 +10,7 @@ every `checkpoint_every` a checkpoint save) is host work. It costs nothing while
 ahead of the device, and shows as a longer step where a host sync or slow host work leaves the
 device idle: most at small models such as the demos (goal: under 2% of the step there).
 
-Two figures, measured in one process and alternated (bare, loop, bare, loop, ..., bare) so that
+Two measurements in one process, alternated (bare, loop, bare, loop, ..., bare) so that
 a changing load on shared cores hits both:
   bare  the trainer's own jitted train step (`trainer.jit_train_step`: the same model, optimizer,
         schedule, device augmentation, shardings and donation) run `steps` times back to back on
@@ -25,12 +25,12 @@ a changing load on shared cores hits both:
 Figures, each loop run against the mean of the bare windows on either side of it (median over
 runs), with the load average:
   * loop / bare per step in wall-clock seconds (everything, host syncs included) and in CPU
-    seconds of the process (all threads, orbax's background saves included: CPU time counts
-    work done, so other jobs on shared cores disturb it less);
+    seconds of the process (all threads, orbax's background saves included; CPU time counts
+    work done, so other jobs on shared cores disturb it less, though still by several percent);
   * the loop's Python work: the CPU time of the thread that runs the loop (the step computes on
     XLA's threads; waiting costs that thread no CPU) per step, as a share of the bare step, and
     what it adds to the bare dispatch's own. Under other jobs' load the wall ratio wanders by
-    several percent between windows; this share does not.
+    up to 15% between windows (benchmarks/NOTES.md, "Host overhead"); this share does not.
 """
 
 import json
