@@ -147,6 +147,8 @@ def test_bad_input_fails_before_compiling():
     bench_main.main(['--models', 'vit_p_1gf', '--batch_size', '2', '--override', 'depth'])
   with pytest.raises(SystemExit):
     bench_main.main(['--models', 'vit_p_1gf', '--batch_size', '0'])
+  with pytest.raises(SystemExit):  # the peers alone need the peer named
+    bench_main.main(['--models', 'vit_p_1gf', '--batch_size', '2', '--peer_only'])
 
 
 def test_cases_twins_and_gpsa_study_of_the_registered_models():
@@ -159,6 +161,15 @@ def test_cases_twins_and_gpsa_study_of_the_registered_models():
   assert plain.num_gpsa_layers == 0 and plain.hidden_size == 432 and plain.depth == 12
   assert not plain.qkv_bias
   assert cases_lib.peer_spec(by_label['vit_c_4gf'].spec) == (by_label['vit_p_4gf'].spec, 'vit')
+
+
+def test_twin_asked_for_by_name_is_still_paired():
+  """With vit_p_4gf in --models as well, --twins still compares vit_c_4gf with it (once)."""
+  built = cases_lib.build_cases(['vit_p_4gf', 'vit_c_4gf'], {}, twins=True, gpsa_study=False)
+  assert [(c.label, c.role, c.of) for c in built] == [
+    ('vit_p_4gf', 'twin', 'vit_c_4gf'),
+    ('vit_c_4gf', 'model', None),
+  ]
 
 
 def test_report_comparisons_are_ratios_of_rows():

@@ -47,3 +47,20 @@ def test_peer_subprocess_trains_a_tiny_model():
   assert row['train_images_per_s'] > 0 and row['infer_images_per_s'] > 0
   assert row['precision'].startswith('fp32') and not row['compiled']
   assert 0 < row['final_loss'] < 10
+
+
+def test_peer_over_its_time_limit_is_an_error_row_not_a_crash():
+  """The GPU check bounds each peer (--peer_timeout_s): one slow torch.compile must not end the
+  whole table."""
+  spec = models.get_spec('vit_p_1gf', **TINY)
+  row = timm_peer.run_subprocess(
+    spec.to_dict(),
+    batch_size=4,
+    steps=1,
+    repeats=1,
+    warmup=0,
+    dtype='float32',
+    compile_model=False,
+    timeout_s=0.5,  # less than importing torch takes
+  )
+  assert 'time limit of 0.5 s' in row['error']

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import os
 import sys
 
 from vit_jax_stems import models
@@ -54,6 +55,18 @@ def parse_args(argv):
     '--peer_no_compile',
     action='store_true',
     help='Run the peer eagerly instead of under torch.compile.',
+  )
+  p.add_argument(
+    '--peer_only',
+    action='store_true',
+    help='Run only the peers (JAX not started; benchmarks/gpu_check.sh runs them after our cases '
+    'and pairs the two JSONs).',
+  )
+  p.add_argument(
+    '--peer_timeout_s',
+    type=float,
+    default=None,
+    help='Stop a peer that takes longer (its row then says so); default: no limit.',
   )
   p.add_argument(
     '--attention',
@@ -100,6 +113,8 @@ def parse_args(argv):
       p.error(f'--{name} must be at least 1.')
   if args.warmup < 0:
     p.error('--warmup must be >= 0.')
+  if args.peer_only and args.peer != 'timm':
+    p.error('--peer_only needs --peer timm.')
   if args.peer == 'timm' and not timm_peer.available():
     p.error(
       '--peer timm needs torch and timm: .venv/bin/pip install torch==2.13.0 and '
@@ -139,9 +154,21 @@ def main(argv=None) -> dict:
           warmup=args.warmup,
           dtype=args.dtype,
           compile_model=not args.peer_no_compile,
+          timeout_s=args.peer_timeout_s,
         )
         runs[key]['mirrors'] = spec.to_dict()
       peer_of[case.label] = runs[key]
+      if args.peer_only and args.json:  # after each peer: a run stopped at a limit keeps them
+        _write_json(args.json, _peers_document(args, argv, peer_of))
+  if args.peer_only:
+    doc = _peers_document(args, argv, peer_of)
+    for label, peer in peer_of.items():
+      summary = peer.get('error') or f'{peer["train_images_per_s"]:.1f} train images/s'
+      print(f'peer of {label}: {summary}')
+    if args.json:
+      _write_json(args.json, doc)
+      print(f'wrote {args.json}')
+    return doc
 
   # ---- our cases
   import flax  # pylint: disable=g-import-not-at-top
@@ -166,7 +193,43 @@ def main(argv=None) -> dict:
     donate=not args.no_donate,
   )
   rows, gpsa_outputs = [], []
+
+  def document(complete):
+    return {
+      'command': 'python -m vit_jax_stems.bench '
+      + ' '.join(sys.argv[1:] if argv is None else argv),
+      'complete': complete,  # False: written before a case, the run not finished
+      'time': datetime.datetime.now(datetime.UTC).isoformat(timespec='seconds'),
+      'versions': {'jax': jax.__version__, 'flax': flax.__version__},
+      'device': {
+        'platform': device.platform,
+        'device_kind': device.device_kind,
+        'count': jax.device_count(),
+        'used': 1,
+      },
+      'peak': {'tflops': peak_tflops, 'dtype': args.dtype, 'source': peak_source},
+      'settings': {
+        'batch_size': args.batch_size,
+        'steps': args.steps,
+        'repeats': args.repeats,
+        'warmup': args.warmup,
+        'dtype': args.dtype,
+        'attention': attention,
+        'remat': args.remat,
+        'donate': not args.no_donate,
+        'peer': args.peer,
+        'peer_compile': not args.peer_no_compile,
+        'overrides': overrides,
+      },
+      'cases': rows,
+      'peers': peer_of,
+      'comparisons': report.comparisons(rows, peer_of),
+      'gpsa_outputs': gpsa_outputs,
+    }
+
   for case in cases:
+    if args.json:  # before each case, so that a run stopped by a time limit keeps what it measured
+      _write_json(args.json, document(complete=False))
     print(f'{case.label} ...', flush=True)
     row = jax_bench.run_case(case, settings)
     report.add_mfu(row, peak_tflops)
@@ -180,41 +243,36 @@ def main(argv=None) -> dict:
           }
         )
 
-  doc = {
+  doc = document(complete=True)
+  print(report.table(doc))
+  if args.json:
+    _write_json(args.json, doc)
+    print(f'wrote {args.json}')
+  return doc
+
+
+def _peers_document(args, argv, peer_of):
+  return {
     'command': 'python -m vit_jax_stems.bench ' + ' '.join(sys.argv[1:] if argv is None else argv),
-    'time': datetime.datetime.now(datetime.UTC).isoformat(timespec='seconds'),
-    'versions': {'jax': jax.__version__, 'flax': flax.__version__},
-    'device': {
-      'platform': device.platform,
-      'device_kind': device.device_kind,
-      'count': jax.device_count(),
-      'used': 1,
-    },
-    'peak': {'tflops': peak_tflops, 'dtype': args.dtype, 'source': peak_source},
     'settings': {
       'batch_size': args.batch_size,
       'steps': args.steps,
       'repeats': args.repeats,
       'warmup': args.warmup,
       'dtype': args.dtype,
-      'attention': attention,
-      'remat': args.remat,
-      'donate': not args.no_donate,
       'peer': args.peer,
       'peer_compile': not args.peer_no_compile,
-      'overrides': overrides,
     },
-    'cases': rows,
+    'cases': [],
     'peers': peer_of,
-    'comparisons': report.comparisons(rows, peer_of),
-    'gpsa_outputs': gpsa_outputs,
   }
-  print(report.table(doc))
-  if args.json:
-    with open(args.json, 'w') as f:
-      json.dump(doc, f, indent=1, default=str)
-    print(f'wrote {args.json}')
-  return doc
+
+
+def _write_json(path, doc):
+  """Through a temporary file renamed into place: a reader never sees half a document."""
+  with open(f'{path}.tmp', 'w') as f:
+    json.dump(doc, f, indent=1, default=str)
+  os.replace(f'{path}.tmp', path)
 
 
 if __name__ == '__main__':

@@ -89,7 +89,9 @@ def build_cases(names: list[str], overrides: dict, *, twins: bool, gpsa_study: b
     if twins and main.spec.stem == 'conv':
       twin = equal_gf_twin(main.spec)
       label = _registered_label(twin, overrides) or f'{main.label}[p-twin]'
-      add(Case(label, twin, role='twin', of=main.label))
+      kept = add(Case(label, twin, role='twin', of=main.label))
+      if kept.role == 'model':  # asked for by name too (vit_p_4gf with vit_c_4gf): pair them
+        cases[cases.index(kept)] = dataclasses.replace(kept, role='twin', of=main.label)
     if gpsa_study and main.spec.num_gpsa_layers:
       add(
         Case(

@@ -85,9 +85,12 @@ def run_subprocess(
       cmd.append('--no_compile')
     env = dict(os.environ)
     env['PYTHONPATH'] = os.pathsep.join(p for p in (_PACKAGE_PARENT, env.get('PYTHONPATH')) if p)
-    proc = subprocess.run(
-      cmd, capture_output=True, text=True, env=env, timeout=timeout_s, check=False
-    )
+    try:
+      proc = subprocess.run(
+        cmd, capture_output=True, text=True, env=env, timeout=timeout_s, check=False
+      )
+    except subprocess.TimeoutExpired:  # the table goes on without this peer
+      return {'error': f'peer stopped after its time limit of {timeout_s:g} s (--peer_timeout_s)'}
     if proc.returncode != 0 or not os.path.exists(out):
       tail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
       return {'error': f'peer exited with {proc.returncode}: ' + ' | '.join(tail)}

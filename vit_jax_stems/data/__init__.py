@@ -21,10 +21,10 @@ from vit_jax_stems.data.config import (
   default_config,
   paper_recipe_config,
 )
+from vit_jax_stems.data.info import DatasetInfo
 
 # Name -> the module of this package that defines it and imports TensorFlow.
 _TENSORFLOW_NAMES = {
-  'DatasetInfo': 'datasets',
   'DatasetNotReadyError': 'datasets',
   'get_dataset_info': 'datasets',
   'EvalIterator': 'pipeline',

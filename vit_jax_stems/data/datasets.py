@@ -24,6 +24,7 @@ from etils import epath
 
 from vit_jax_stems.data import cluttered_mnist5k, mnist5k  # noqa: F401  (register the builders)
 from vit_jax_stems.data import config as data_config
+from vit_jax_stems.data.info import DatasetInfo
 from vit_jax_stems.data.tf_host import tf
 
 # Datasets whose preparation needs no network (their builder reads files of an installed package).
@@ -34,20 +35,6 @@ KNOWN_DATASETS = (*EMBEDDED_DATASETS, 'imagenet2012')
 
 class DatasetNotReadyError(RuntimeError):
   """The dataset is unknown, not prepared in data_dir, or lacks a split or feature the config names."""
-
-
-@dataclasses.dataclass(frozen=True)
-class DatasetInfo:
-  """What the trainer needs to know about a dataset before it builds a model."""
-
-  name: str
-  data_dir: str
-  num_classes: int
-  num_train_examples: int
-  num_eval_examples: int
-  image_size: int
-  train_split: str
-  eval_split: str
 
 
 def resolve_data_dir(data_dir: str | None) -> str:

@@ -16,6 +16,10 @@ step's speed, not the input pipeline's. Timing: compile and one warm-up step are
 `repeats` windows of K x `steps` trial-steps, each waited for once at its end (sequential: at
 the end of each trial); the median window counts.
 
+--num_classes=N times the same steps without reading the dataset (no prepared dataset and no
+TensorFlow needed, as on an accelerator image; benchmarks/gpu_check.sh): only the number of
+classes and the image size change a step's cost.
+
 Columns: trial-steps/s = K x steps / seconds; vmapped / sequential; vmapped / one trial alone
 (the K = 1 sequential figure: the accelerator goal is K = 8 at 5x or more).
 """
@@ -50,6 +54,22 @@ def synthetic_batch(config, info, batch_sharding, seed=0):
   return jax.device_put(batch, batch_sharding)
 
 
+def synthetic_info(config, num_classes):
+  """The DatasetInfo of synthetic batches of `config`'s image size and `num_classes` labels. The
+  dataset's length only sets the schedule's length, not a step's cost: long enough here that the
+  timed steps stay inside the schedule."""
+  return data.DatasetInfo(
+    name=f'synthetic ({config.data.name} not read)',
+    data_dir='',
+    num_classes=num_classes,
+    num_train_examples=1000 * config.batch_size,
+    num_eval_examples=0,
+    image_size=config.data.image_size,
+    train_split='train',
+    eval_split='test',
+  )
+
+
 def _median_window(run_window, repeats):
   times = []
   for _ in range(repeats):
@@ -59,12 +79,13 @@ def _median_window(run_window, repeats):
   return statistics.median(times), times
 
 
-def measure(config, k, *, num_steps, repeats=1, interleaved=False):
+def measure(config, k, *, num_steps, repeats=1, interleaved=False, info=None):
   """Trial-steps per second of K trials of `config`: 'grouped' (one vmapped step), 'sequential'
   (each trial's steps, then the next trial's: what sequential execution runs) and, with
   `interleaved`, K trial states stepped in turn (independent programs that the runtime may
-  overlap; no execution mode of the sweep runs them so), with every window's seconds."""
-  info = data.get_dataset_info(config.data)
+  overlap; no execution mode of the sweep runs them so), with every window's seconds. `info`:
+  the dataset's (default: read from TFDS) or `synthetic_info`."""
+  info = info or data.get_dataset_info(config.data)
   program = grouped.make_program(config, info, [config] * k)
   setup = program.setup
   batch = synthetic_batch(config, info, setup.batch_sharding)
@@ -168,6 +189,12 @@ def _define_flags():
     True,
     'Also time K trial states stepped in turn by the trainer step (independent programs).',
   )
+  flags.DEFINE_integer(
+    'num_classes',
+    None,
+    'Classes of the synthetic labels; given, the dataset is not read (no prepared dataset, no '
+    "TensorFlow). Default: the dataset's.",
+  )
   flags.DEFINE_string('json', None, 'Also write every figure to this JSON file.')
 
 
@@ -181,10 +208,23 @@ def main(argv):
   if not ks or min(ks) < 1:
     raise app.UsageError(f'--ks={FLAGS.ks}: every K must be at least 1.')
   config = FLAGS.config
+  if FLAGS.num_classes is not None and FLAGS.num_classes < 1:
+    raise app.UsageError(f'--num_classes={FLAGS.num_classes}: must be at least 1.')
+  given = None if FLAGS.num_classes is None else synthetic_info(config, FLAGS.num_classes)
   try:
-    trainer.check_config(config)  # before any compile: a short message, no traceback
-  except (config_checks.ConfigError, data.DatasetNotReadyError) as e:
+    info = trainer.check_config(config, given)  # before any compile: a short message
+  except config_checks.ConfigError as e:
     print(f'ERROR: {e}', file=sys.stderr, flush=True)
+    sys.exit(1)
+  except ModuleNotFoundError as e:  # an image without TensorFlow: no dataset to read
+    print(
+      f'ERROR: reading config.data.name={config.data.name!r} needs {e.name}; pass '
+      '--num_classes=N to time synthetic batches.',
+      file=sys.stderr,
+    )
+    sys.exit(1)
+  except data.DatasetNotReadyError as e:  # (looked up, so TensorFlow imported, only if raised)
+    print(f'ERROR: {e}\nOr pass --num_classes=N to time synthetic batches.', file=sys.stderr)
     sys.exit(1)
   device = f'{jax.device_count()} x {jax.devices()[0].device_kind}'
   print(
@@ -197,7 +237,12 @@ def main(argv):
   for k in ks:
     rows.append(
       measure(
-        config, k, num_steps=FLAGS.steps, repeats=FLAGS.repeats, interleaved=FLAGS.interleaved
+        config,
+        k,
+        num_steps=FLAGS.steps,
+        repeats=FLAGS.repeats,
+        interleaved=FLAGS.interleaved,
+        info=info,
       )
     )
     r = rows[-1]

@@ -38,9 +38,10 @@ class NonFiniteLossError(FloatingPointError):
     self.step = step
 
 
-def check_config(config):
-  """All config checks, before anything is compiled; returns the dataset info."""
-  info = data.get_dataset_info(config.data)
+def check_config(config, info=None):
+  """All config checks, before anything is compiled; returns the dataset info (`info` given:
+  that one, for a run on synthetic batches that reads no dataset)."""
+  info = info or data.get_dataset_info(config.data)
   config_checks.check(
     config,
     model_names=models.list_models(),
@@ -49,9 +50,23 @@ def check_config(config):
   return info
 
 
-def train_and_evaluate(config, workdir):
+def jit_train_step(config, setup, augment):
+  """The update step as the loop runs it: jitted over the run's shardings, the state donated."""
+  replicated = jax.sharding.NamedSharding(setup.mesh, jax.sharding.PartitionSpec())
+  return jax.jit(
+    steps.make_train_step(
+      setup.model, setup.tx, setup.lr_schedule, setup.plan, config.ema, augment
+    ),
+    in_shardings=(setup.state_shardings, setup.batch_sharding),
+    out_shardings=(setup.state_shardings, replicated),
+    donate_argnums=(0,),
+  )
+
+
+def train_and_evaluate(config, workdir, *, train_batches=None):
   """Trains (resuming from `workdir` if it holds checkpoints) and evaluates; returns the last
-  train and eval metrics."""
+  train and eval metrics. `train_batches`: an iterator of host batches to train on instead of the
+  input pipeline's (vit_jax_stems/bench/host_overhead.py times the loop so)."""
   # ------------------------------------------------------------------ Checks, logging
   info = check_config(config)
   workdir = epath.Path(workdir)
@@ -67,19 +82,13 @@ def train_and_evaluate(config, workdir):
   setup = run_setup.make_run_setup(config, info)
   mesh, model, spec, plan = setup.mesh, setup.model, setup.spec, setup.plan
   state_shardings, batch_sharding = setup.state_shardings, setup.batch_sharding
-  replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
   logging.info('Plan: %s', plan)
   macs = models.complexity.count(spec)['flops']
   peak, peak_source = mfu.peak_for(jax.devices()[0].device_kind, config.dtype)
 
   # ------------------------------------------------------------------ Update step
   augment = device_augment.DeviceAugment.from_config(config.data, info.num_classes)
-  train_step = jax.jit(
-    steps.make_train_step(model, setup.tx, setup.lr_schedule, plan, config.ema, augment),
-    in_shardings=(state_shardings, batch_sharding),
-    out_shardings=(state_shardings, replicated),
-    donate_argnums=(0,),
-  )
+  train_step = jit_train_step(config, setup, augment)
 
   # ------------------------------------------------------------------ Checkpoint load or init
   ckpt = checkpointing.Checkpointer(
@@ -102,11 +111,11 @@ def train_and_evaluate(config, workdir):
     (workdir / checkpointing.CONFIG_JSON).write_text(config.to_json_best_effort(indent=2))
 
   # ------------------------------------------------------------------ Input
-  train_iter = precise_bn.PeekableIterator(
-    data.make_train_iterator(
+  if train_batches is None:
+    train_batches = data.make_train_iterator(
       config.data, global_batch_size=plan.micro_batch, seed=config.seed, start_step=start_step
     )
-  )
+  train_iter = precise_bn.PeekableIterator(train_batches)
 
   # ------------------------------------------------------------------ Evaluators, writers
   evaluator = evaluate.Evaluator(
