@@ -22,7 +22,9 @@ The conversion is a pure renaming and re-layout: torch Linear weight (out, in) -
 (in, out); Conv2d weight (out, in, kh, kw) -> Conv kernel (kh, kw, in, out); BatchNorm weight/bias
 -> scale/bias and running_mean/var -> batch_stats mean/var (num_batches_tracked is dropped). The
 expected names and shapes come from the Flax model itself (`jax.eval_shape` of `model.init`), and
-any mismatch is reported at once, listing every missing, unexpected and wrongly shaped key.
+any mismatch is reported at once, listing every missing, unexpected and wrongly shaped key. Names
+are matched per block (`encoder/blockNN`); for a scanned model (`--override scan_layers=true`) the
+result is stacked afterwards (models/layers_layout.py), and its weights directory is per block.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ import numpy as np
 
 from vit_jax_stems import models
 from vit_jax_stems import weights as weights_lib
+from vit_jax_stems.models import layers_layout
 
 # State-dict entries that are not weights: derived constants and counters.
 _IGNORED_SUFFIXES = ('.num_batches_tracked', '.rel_indices')
@@ -208,12 +211,13 @@ def _nest(flat: Mapping[tuple[str, ...], np.ndarray]) -> dict:
 def convert_state_dict(model, state_dict: Mapping[str, Any]) -> dict:
   """Returns the Flax variables of `model` (a VisionTransformer) from a reference state dict.
 
-  Raises CheckpointMismatchError naming every missing, unexpected and wrongly shaped key.
+  Raises CheckpointMismatchError naming every missing, unexpected and wrongly shaped key. The
+  variables are in the model's own layout (stacked when spec.scan_layers).
   """
   spec = model.spec
   key_of = _key_function(spec)
   state = {k: v for k, v in state_dict.items() if not k.endswith(_IGNORED_SUFFIXES)}
-  abstract = models.abstract_variables(model)
+  abstract = models.abstract_variables(layers_layout.unrolled_model(model))
   flat, used = {}, set()
   missing, wrong_shape = [], []
   for path, leaf in jax.tree_util.tree_flatten_with_path(abstract)[0]:
@@ -239,7 +243,7 @@ def convert_state_dict(model, state_dict: Mapping[str, Any]) -> dict:
   unexpected = sorted(set(state) - used)
   if missing or unexpected or wrong_shape:
     raise CheckpointMismatchError(_mismatch_message(spec, missing, unexpected, wrong_shape))
-  return _nest(flat)
+  return layers_layout.to_layout(_nest(flat), spec)
 
 
 def _mismatch_message(spec, missing, unexpected, wrong_shape) -> str:

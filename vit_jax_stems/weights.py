@@ -1,7 +1,8 @@
 """Saving and loading a model's weights together with what is needed to rebuild the model.
 
 A weights directory holds:
-  variables/   the Flax variables ({'params'[, 'batch_stats']}) as an orbax checkpoint
+  variables/   the Flax variables ({'params'[, 'batch_stats']}) as an orbax checkpoint, always per
+               block (`encoder/blockNN`, models/layers_layout.py), whatever the model's layout
   model.json   {"arch", "num_classes", "image_size", "overrides"}: `create_model(arch, **overrides)`
                rebuilds the exact module, so a directory is usable without knowing how it was made
   labels.txt   optional, one class name per line (index order), used by `predict`
@@ -23,6 +24,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from vit_jax_stems import models
+from vit_jax_stems.models import layers_layout
 
 MODEL_JSON = 'model.json'
 VARIABLES_DIR = 'variables'
@@ -62,13 +64,15 @@ def save_weights(
 ) -> str:
   """Writes `variables` of `create_model(arch, **overrides)` to `dst_dir`; returns its absolute path.
 
-  The variables are checked against the model first, so a directory that loads is one that runs.
-  An existing `variables/` checkpoint in `dst_dir` is replaced.
+  The variables are checked against the model first, so a directory that loads is one that runs;
+  a scanned model's are written per block. An existing `variables/` checkpoint in `dst_dir` is
+  replaced.
   """
   overrides = dict(overrides or {})
   model = models.create_model(arch, **overrides)
   variables = jax.tree_util.tree_map(lambda x: jnp.asarray(x, jnp.float32), dict(variables))
   check_variables(model, variables)
+  variables = layers_layout.to_layout(variables, model.spec, stacked=False)
   if class_names is not None and len(class_names) != model.spec.num_classes:
     raise ValueError(
       f'Got {len(class_names)} class names for num_classes={model.spec.num_classes}.'
@@ -107,17 +111,18 @@ def read_model_json(weights_dir: str) -> dict:
 def load_weights(weights_dir: str, *, dtype: Any = jnp.float32):
   """Returns (model, variables) from a directory written by `save_weights`.
 
-  The model is recreated by name with the saved overrides; `dtype` is the compute dtype.
+  The model is recreated by name with the saved overrides; `dtype` is the compute dtype. The
+  per-block variables are stacked when those overrides say scan_layers.
   """
   meta = read_model_json(weights_dir)
   model = models.create_model(meta['arch'], dtype=dtype, **meta.get('overrides', {}))
-  abstract = models.abstract_variables(model)
+  unrolled = layers_layout.unrolled_model(model)
   checkpointer = ocp.StandardCheckpointer()
   variables = checkpointer.restore(
-    os.path.join(os.path.abspath(weights_dir), VARIABLES_DIR), abstract
+    os.path.join(os.path.abspath(weights_dir), VARIABLES_DIR), models.abstract_variables(unrolled)
   )
-  check_variables(model, variables)
-  return model, variables
+  check_variables(unrolled, variables)
+  return model, layers_layout.to_layout(variables, model.spec)
 
 
 def read_class_names(weights_dir: str) -> list[str] | None:

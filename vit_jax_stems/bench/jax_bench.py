@@ -23,6 +23,7 @@ import optax
 
 from vit_jax_stems import models
 from vit_jax_stems.bench.cases import Case
+from vit_jax_stems.models import layers_layout
 from vit_jax_stems.train import train_state
 
 
@@ -50,15 +51,15 @@ class Settings:
 
 
 def make_optimizer() -> optax.GradientTransformation:
-  """AdamW as both papers' recipes (betas 0.9/0.999, eps 1e-8), no decay on 1-D params."""
-  return optax.adamw(
-    1e-3,
-    b1=0.9,
-    b2=0.999,
-    eps=1e-8,
-    weight_decay=0.05,
-    mask=lambda params: jax.tree.map(lambda p: p.ndim > 1, params),
-  )
+  """AdamW as both papers' recipes (betas 0.9/0.999, eps 1e-8), no decay on 1-D params (a
+  stacked block's layer axis not counted, so both layouts decay the same leaves)."""
+
+  def matrices(params):
+    return jax.tree_util.tree_map_with_path(
+      lambda path, p: p.ndim - layers_layout.layer_axes(tuple(k.key for k in path)) > 1, params
+    )
+
+  return optax.adamw(1e-3, b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.05, mask=matrices)
 
 
 def synthetic_batch(batch_size: int, image_size: int, num_classes: int, seed: int = 0):

@@ -3,23 +3,31 @@
 The weights come from `vit_jax_stems.weights.load_weights(DIR) -> (model, variables)`. They
 replace the freshly initialised parameters and BatchNorm statistics leaf by leaf; the
 classifier head keeps its fresh initialisation when the number of classes differs (the usual
-fine-tuning start). Any other mismatch is an error naming the parameter.
+fine-tuning start). Any other mismatch is an error naming the parameter. Both sides are compared
+per block (`encoder/blockNN`, the weights directory's layout), so a scanned run
+(config.model.scan_layers) starts from the same directories; its variables are stacked after.
 """
 
 import numpy as np
 from absl import logging
 from flax import traverse_util
 
+from vit_jax_stems.models import layers_layout
+
 
 def load(directory):
-  """(model, variables) of converted weights; imported lazily (optional dependency path)."""
+  """(model, per-block variables) of converted weights; imported lazily (optional dependency
+  path)."""
   from vit_jax_stems import weights  # pylint: disable=g-import-not-at-top
 
-  return weights.load_weights(directory)
+  model, variables = weights.load_weights(directory)
+  return model, layers_layout.to_layout(variables, model.spec, stacked=False)
 
 
-def merge(init_variables, loaded_variables, *, source):
-  """Returns `init_variables` with every leaf replaced by the loaded one (see module doc)."""
+def merge(init_variables, loaded_variables, *, source, spec):
+  """Returns `init_variables` (the layout of the run's `spec`) with every leaf replaced by the
+  per-block `loaded_variables` (see module doc), in the layout of `spec`."""
+  init_variables = layers_layout.to_layout(init_variables, spec, stacked=False)
   merged = {}
   for collection, init_tree in init_variables.items():
     init_flat = traverse_util.flatten_dict(init_tree, sep='/')
@@ -51,4 +59,4 @@ def merge(init_variables, loaded_variables, *, source):
           f'model wants {init.shape}; check config.model / config.data.image_size.'
         )
     merged[collection] = traverse_util.unflatten_dict(out, sep='/')
-  return merged
+  return layers_layout.to_layout(merged, spec)

@@ -96,7 +96,7 @@ def train_and_evaluate(config, workdir):
   else:
     state = jax.jit(setup.init_fn, out_shardings=state_shardings)(jax.random.PRNGKey(config.seed))
     if config.init_weights:
-      state = _start_from_converted(state, config.init_weights, state_shardings)
+      state = _start_from_converted(state, config.init_weights, state_shardings, spec)
   start_step = int(jax.device_get(state['step']))
   if jax.process_index() == 0:  # after the checks above: a workdir of another run keeps its own
     (workdir / checkpointing.CONFIG_JSON).write_text(config.to_json_best_effort(indent=2))
@@ -271,12 +271,12 @@ def _non_finite_message(step, loss, good, ckpt, config):
   )
 
 
-def _start_from_converted(state, directory, shardings):
+def _start_from_converted(state, directory, shardings, spec):
   """Replaces params / BN stats (and the EMA copy) by converted weights (fine-tuning start)."""
   _, loaded = pretrained.load(directory)
   init = {'params': state['params'], 'batch_stats': state['batch_stats']}
   host = jax.device_get(init)
-  merged = pretrained.merge(host, loaded, source=directory)
+  merged = pretrained.merge(host, loaded, source=directory, spec=spec)
   merged.setdefault('batch_stats', {})
   state = dict(state)
   state['params'] = jax.device_put(merged['params'], shardings['params'])
