@@ -86,11 +86,11 @@ def build_cases(
   """The rows of one run, validated before anything is traced. Duplicate specs run once."""
   cases: list[Case] = []
 
-  def add(case: Case) -> Case:
+  def add(case: Case, after: Case | None = None) -> Case:
     for existing in cases:
       if existing.spec == case.spec and existing.return_attention == case.return_attention:
         return existing
-    cases.append(case)
+    cases.insert(len(cases) if after is None else cases.index(after) + 1, case)
     return case
 
   for name in names:
@@ -113,9 +113,9 @@ def build_cases(
       add(
         Case(f'{main.label}[plain]', plain_attention_twin(main.spec), role='plain', of=main.label)
       )
-    if scan_study:
+    if scan_study:  # next to its model, so that the pair runs under the same machine load
       spec, suffix = other_layout(main.spec)
-      add(Case(f'{main.label}{suffix}', spec, role='layout', of=main.label))
+      add(Case(f'{main.label}{suffix}', spec, role='layout', of=main.label), after=main)
   return cases
 
 
