@@ -222,3 +222,5 @@ def test_cli_scan_study_compares_compile_and_step_times(tmp_path):
   assert c['train_lower_compile_s'] == pytest.approx(compile_s)
   assert c['train_compile_ratio'] == pytest.approx(compile_s[0] / compile_s[1])
   assert c['train_step_ratio'] == pytest.approx(scanned['train_step_s'] / unrolled['train_step_s'])
+  cpu = [r['train_step_cpu_s'] for r in (scanned, unrolled)]
+  assert min(cpu) > 0 and c['train_step_cpu_ratio'] == pytest.approx(cpu[0] / cpu[1])
