@@ -273,3 +273,29 @@ def test_reference_checkpoint_converted_into_a_scanned_model_matches_the_referen
   images = jnp.asarray(arrays['images'].transpose(0, 2, 3, 1))
   logits = jax.jit(lambda v, x: model.apply(v, x, train=False)[0])(variables, images)
   assert np.abs(np.asarray(logits) - arrays['logits']).max() <= 1e-4  # test_convert TOLERANCE
+
+
+# ----------------------------------------------------------------------------- settings
+def test_scan_layers_is_set_like_every_spec_field():
+  from configs import common, convit, vitc, vitp
+
+  assert models.ModelSpec.parse_overrides(['scan_layers=true']) == {'scan_layers': True}
+  assert not models.get_spec('vit_p_18gf').scan_layers  # the registry, parity and bench default
+  # The trainer configs scan from SCAN_LAYERS_MIN_DEPTH blocks on: the 72GF models.
+  assert common.SCAN_LAYERS_MIN_DEPTH == 20
+  scanned = {
+    (module.__name__, arg): module.get_config(arg).model.scan_layers
+    for module in (vitc, vitp, convit)
+    for arg in ('size=72gf' if module is not convit else 'size=b', 'size=18gf', 'demo')
+    if not (module is convit and arg == 'size=18gf')
+  }
+  assert scanned == {
+    ('configs.vitc', 'size=72gf'): True,
+    ('configs.vitc', 'size=18gf'): False,
+    ('configs.vitc', 'demo'): False,
+    ('configs.vitp', 'size=72gf'): True,
+    ('configs.vitp', 'size=18gf'): False,
+    ('configs.vitp', 'demo'): False,
+    ('configs.convit', 'size=b'): False,
+    ('configs.convit', 'demo'): False,
+  }  # every config has the field, so --config.model.scan_layers=true overrides it

@@ -40,8 +40,9 @@ class ModelSpec:
       layer axis (vit_jax_stems/models/layers_layout.py).
   Per block is the external format: converters, weights directories, `config.init_weights` and
   the locality analysis speak it and convert at the edge; a trainer checkpoint keeps its run's own
-  layout (config.json records the field). The trainer configs of the paper recipes turn it on
-  (configs/common.py `SCAN_LAYERS`, with the compile and step times that justify it).
+  layout (config.json records the field). The trainer configs turn it on from 20 blocks on (the
+  72GF models; configs/common.py `SCAN_LAYERS_MIN_DEPTH`, with the compile and step times that
+  justify it).
   """
 
   family: Family
