@@ -48,10 +48,10 @@ PYCLS_SIZES = ('1gf', '4gf', '18gf', '36gf', '72gf')
 # Scanned layers (ModelSpec.scan_layers, config.model.scan_layers) from this many blocks on, where
 # they pay. Measured on the project's shared 2-core CPU, one XLA thread, train step at batch 2 and
 # 224 px, process CPU time (benchmarks/NOTES.md "Scanned layers: compile time"): vit_c_72gf (21
-# blocks) compiles in 0.61x the unrolled time; the 12-block vit_p_18gf, vit_c_18gf and convit_b in
-# 0.96x, 1.09x and 1.52x, so they stay unrolled. A scanned step costs 4-8% more at batch 2 (the
-# stacked weights are sliced every step) and nothing at batch 8 (vit_p_4gf 0.95x, half the
-# activation memory), so the recipes' batches of 1024-2048 lose no step time.
+# blocks) compiles in 0.61x the unrolled time; the 11-12-block vit_p_18gf, vit_c_18gf and convit_b
+# in 0.96x, 1.09x and 1.52x, so they stay unrolled. The scanned train step took 0.90x to 1.12x the
+# unrolled one (median 1.06x over six model and batch pairs) and, at batch 8, half the temporary
+# memory. To revisit with the GPU check's `--scan_study` rows.
 SCAN_LAYERS_MIN_DEPTH = 20
 
 
