@@ -6,7 +6,7 @@ vit_jax_stems/train/config_schema.py (the trainer's checks accept exactly those 
 
 import ml_collections
 
-from vit_jax_stems import overrides
+from vit_jax_stems import models, overrides
 from vit_jax_stems.data import config as data_config
 from vit_jax_stems.train.config_schema import base_config
 
@@ -45,6 +45,19 @@ P1_ADAMW = {
 
 PYCLS_SIZES = ('1gf', '4gf', '18gf', '36gf', '72gf')
 
+# Scanned layers (ModelSpec.scan_layers, config.model.scan_layers) from this many blocks on, where
+# they pay. Measured on the project's shared 2-core CPU, one XLA thread, train step at batch 2 and
+# 224 px, process CPU time (benchmarks/NOTES.md "Scanned layers: compile time"): vit_c_72gf (21
+# blocks) compiles in 0.61x the unrolled time; the 11-12-block vit_p_18gf, vit_c_18gf and convit_b
+# in 0.96x, 1.09x and 1.52x, so they stay unrolled. The scanned train step took 0.90x to 1.12x the
+# unrolled one (median 1.06x over six model and batch pairs) and, at batch 8, half the temporary
+# memory. To revisit with the GPU check's `--scan_study` rows.
+SCAN_LAYERS_MIN_DEPTH = 20
+
+
+def scan_layers_pays(depth):
+  return depth >= SCAN_LAYERS_MIN_DEPTH
+
 
 def pycls_family_config(arg, prefix, demo_overrides):
   """Config of `{prefix}_{size}` (vit_p / vit_c) from options 'size=..,optimizer=..,epochs=..,
@@ -74,6 +87,7 @@ def pycls_family_config(arg, prefix, demo_overrides):
 def pycls_recipe(c, model_name, size, optimizer, epochs, tuned):
   """P1 / pycls vitconfigs recipe on ImageNet-1k (docs/references.md#p1-training-recipe)."""
   c.model_name = model_name
+  c.model.scan_layers = scan_layers_pays(models.get_spec(model_name).depth)
   c.data = data_config.paper_recipe_config('vitc')
   c.batch_size = 2048
   c.total_epochs = float(epochs)
@@ -126,7 +140,8 @@ def demo(c, model_name, model_overrides, optimizer='adamw', dataset='mnist5k'):
     raise ValueError(f'dataset={dataset!r}: choose one of {", ".join(DEMO_DATASETS)}.')
   data_fn, patch_size = DEMO_DATASETS[dataset]
   c.model_name = model_name
-  c.model = ml_collections.ConfigDict(model_overrides(patch_size))
+  model = model_overrides(patch_size)
+  c.model = ml_collections.ConfigDict(dict(model, scan_layers=scan_layers_pays(model['depth'])))
   c.dtype = 'float32'
   c.data = data_fn()
   c.batch_size = 128

@@ -58,6 +58,7 @@ def get_config(arg=None):
     raise ValueError(f'stem=conv exists for ti, s and b only (convit_c_*), not {size}.')
   c.model_name = ('convit_c_' if stem == 'conv' else 'convit_') + size
   c.model.drop_path_rate = 0.1
+  c.model.scan_layers = common.scan_layers_pays(common.models.get_spec(c.model_name).depth)
   c.data = common.data_config.paper_recipe_config('convit')
   plus = size.endswith('_plus')
   c.batch_size = 512 if plus else 1024

@@ -174,3 +174,18 @@ def test_a_step_or_which_without_a_run_says_to_pass_the_run():
     export.export('timm', 'x.safetensors', weights_dir='W', which='ema')
   with pytest.raises(ValueError, match='--workdir RUN'):
     export.export('weights', 'DIR', weights_dir='W')
+
+
+def test_a_scanned_model_exports_the_same_state_dict(tmp_path):
+  """Weights of a scanned model (stacked blocks) give the per-block names and tensors."""
+  meta, _, src = load_fixture('timm_convit_4h')
+  overrides = dict(meta['overrides'], scan_layers=True)
+  model = models.create_model(meta['arch'], **overrides)
+  variables = convert.convert_state_dict(model, convert.load_state_dict(src))
+  assert 'gpsa_blocks' in variables['params']['encoder']
+  weights.save_weights(str(tmp_path / 'w'), meta['arch'], variables, overrides=overrides)
+  dst = str(tmp_path / 'scanned.safetensors')
+  export.main(['--weights', str(tmp_path / 'w'), '--format', 'timm', '--dst', dst])
+  original, exported = load_file(src), load_file(dst)
+  for key, value in exported.items():
+    np.testing.assert_array_equal(value, original[key], err_msg=key)

@@ -22,7 +22,9 @@ The conversion is a pure renaming and re-layout: torch Linear weight (out, in) -
 (in, out); Conv2d weight (out, in, kh, kw) -> Conv kernel (kh, kw, in, out); BatchNorm weight/bias
 -> scale/bias and running_mean/var -> batch_stats mean/var (num_batches_tracked is dropped). The
 expected names and shapes come from the Flax model itself (`jax.eval_shape` of `model.init`), and
-any mismatch is reported at once, listing every missing, unexpected and wrongly shaped key.
+any mismatch is reported at once, listing every missing, unexpected and wrongly shaped key. Names
+are matched per block (`encoder/blockNN`); for a scanned model (`--override scan_layers=true`) the
+result is stacked afterwards (models/layers_layout.py), and its weights directory is per block.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ from absl import logging
 
 from vit_jax_stems import models
 from vit_jax_stems import weights as weights_lib
-from vit_jax_stems.models import pos_embedding
+from vit_jax_stems.models import layers_layout, pos_embedding
 
 # State-dict entries that are not weights: derived constants and counters.
 _IGNORED_SUFFIXES = ('.num_batches_tracked', '.rel_indices')
@@ -224,12 +226,12 @@ def convert_state_dict(
   A position embedding of another (square) token grid is resampled to the model's grid
   (`models.pos_embedding`, as timm's `resample_abs_pos_embed`), so `--image_size` may differ from
   the checkpoint's. Raises CheckpointMismatchError naming every missing, unexpected and wrongly
-  shaped key.
+  shaped key. The variables are in the model's own layout (stacked when spec.scan_layers).
   """
   spec = model.spec
   key_of = key_function(spec)
   state = {k: v for k, v in state_dict.items() if not k.endswith(_IGNORED_SUFFIXES)}
-  abstract = models.abstract_variables(model)
+  abstract = models.abstract_variables(layers_layout.unrolled_model(model))
   flat, used = {}, set()
   missing, wrong_shape = [], []
   for path, leaf in jax.tree_util.tree_flatten_with_path(abstract)[0]:
@@ -262,7 +264,7 @@ def convert_state_dict(
   unexpected = sorted(set(state) - used)
   if missing or unexpected or wrong_shape:
     raise CheckpointMismatchError(_mismatch_message(spec, missing, unexpected, wrong_shape))
-  return _nest(flat)
+  return layers_layout.to_layout(_nest(flat), spec)
 
 
 def _resampled_pos_embedding(value, layout, spec, interpolation):

@@ -37,6 +37,7 @@ import numpy as np
 
 from vit_jax_stems import convert, models
 from vit_jax_stems import weights as weights_lib
+from vit_jax_stems.models import layers_layout
 
 FORMATS = {'pycls': 'pycls', 'timm': 'convit'}  # --format -> the model family it holds
 WEIGHTS_FORMAT = 'weights'
@@ -57,10 +58,12 @@ def from_run(workdir: str, *, step: int | None = None, which: str = 'auto'):
 
 
 def state_dict_of(spec, variables) -> dict[str, np.ndarray]:
-  """{torch key: float32 array} of the reference model that `spec` matches, from our variables."""
+  """{torch key: float32 array} of the reference model that `spec` matches, from our variables
+  (either layout: a scanned model's are unstacked first, models/layers_layout.py)."""
   key_of = convert.key_function(spec)
+  per_block = layers_layout.to_layout(jax.device_get(dict(variables)), spec, stacked=False)
   state = {}
-  for path, leaf in jax.tree_util.tree_flatten_with_path(jax.device_get(dict(variables)))[0]:
+  for path, leaf in jax.tree_util.tree_flatten_with_path(per_block)[0]:
     names = convert.path_names(path)
     mapped = key_of(names[1:])  # drop the collection ('params' / 'batch_stats')
     if mapped is None:

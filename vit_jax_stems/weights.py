@@ -1,7 +1,8 @@
 """Saving and loading a model's weights together with what is needed to rebuild the model.
 
 A weights directory holds:
-  variables/   the Flax variables ({'params'[, 'batch_stats']}) as an orbax checkpoint
+  variables/   the Flax variables ({'params'[, 'batch_stats']}) as an orbax checkpoint, always per
+               block (`encoder/blockNN`, models/layers_layout.py), whatever the model's layout
   model.json   {"arch", "num_classes", "image_size", "overrides"}: `create_model(arch, **overrides)`
                rebuilds the exact module, so a directory is usable without knowing how it was made
   labels.txt   optional, one class name per line (index order), used by `predict`
@@ -23,7 +24,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from vit_jax_stems import models
-from vit_jax_stems.models import pos_embedding
+from vit_jax_stems.models import layers_layout, pos_embedding
 
 MODEL_JSON = 'model.json'
 VARIABLES_DIR = 'variables'
@@ -63,13 +64,15 @@ def save_weights(
 ) -> str:
   """Writes `variables` of `create_model(arch, **overrides)` to `dst_dir`; returns its absolute path.
 
-  The variables are checked against the model first, so a directory that loads is one that runs.
-  An existing `variables/` checkpoint in `dst_dir` is replaced.
+  The variables are checked against the model first, so a directory that loads is one that runs;
+  a scanned model's are written per block. An existing `variables/` checkpoint in `dst_dir` is
+  replaced.
   """
   overrides = dict(overrides or {})
   model = models.create_model(arch, **overrides)
   variables = jax.tree_util.tree_map(lambda x: jnp.asarray(x, jnp.float32), dict(variables))
   check_variables(model, variables)
+  variables = layers_layout.to_layout(variables, model.spec, stacked=False)
   if class_names is not None and len(class_names) != model.spec.num_classes:
     raise ValueError(
       f'Got {len(class_names)} class names for num_classes={model.spec.num_classes}.'
@@ -117,24 +120,25 @@ def load_weights(
   The model is recreated by name with the saved overrides; `dtype` is the compute dtype. With an
   `image_size` other than the saved one, the model is built at that size and the learned position
   embedding resampled to its token grid (`models.pos_embedding.for_spec`, timm's
-  `resample_abs_pos_embed`); GPSA's relative positions follow the grid by construction.
+  `resample_abs_pos_embed`); GPSA's relative positions follow the grid by construction. The
+  per-block variables are stacked when the overrides say scan_layers.
   """
   meta = read_model_json(weights_dir)
   overrides = dict(meta.get('overrides', {}))
   model = models.create_model(meta['arch'], dtype=dtype, **overrides)
-  abstract = models.abstract_variables(model)
+  unrolled = layers_layout.unrolled_model(model)
   checkpointer = ocp.StandardCheckpointer()
   variables = checkpointer.restore(
-    os.path.join(os.path.abspath(weights_dir), VARIABLES_DIR), abstract
+    os.path.join(os.path.abspath(weights_dir), VARIABLES_DIR), models.abstract_variables(unrolled)
   )
-  check_variables(model, variables)
+  check_variables(unrolled, variables)
   if image_size is not None and image_size != model.spec.image_size:
     model = models.create_model(
       meta['arch'], dtype=dtype, **{**overrides, 'image_size': image_size}
     )
     variables = resized(variables, model.spec, interpolation=pos_embedding_interpolation)
-    check_variables(model, variables)
-  return model, variables
+    check_variables(layers_layout.unrolled_model(model), variables)
+  return model, layers_layout.to_layout(variables, model.spec)
 
 
 def resized(variables, spec, *, interpolation: str = 'bicubic'):

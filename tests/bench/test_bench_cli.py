@@ -197,3 +197,41 @@ def test_report_comparisons_are_ratios_of_rows():
   assert got['ours/peer']['train_images_per_s_ratio'] == pytest.approx(2.0)
   assert got['fast/explicit GPSA']['train_speedup'] == pytest.approx(2.0)
   assert got['GPSA/plain step time']['train_step_ratio'] == pytest.approx(1.1)
+
+
+def test_scan_study_pairs_each_model_with_its_other_layout():
+  built = cases_lib.build_cases(
+    ['vit_c_4gf', 'convit_s'], {}, twins=True, gpsa_study=False, scan_study=True
+  )
+  labels = [c.label for c in built]
+  # Each pair side by side, so that both run under the same machine load.
+  assert labels[:4] == ['vit_c_4gf', 'vit_c_4gf[scanned]', 'convit_s', 'convit_s[scanned]']
+  by_label = {c.label: c for c in built}
+  scanned = by_label['convit_s[scanned]']
+  assert scanned.role == 'layout' and scanned.of == 'convit_s'
+  assert scanned.spec == by_label['convit_s'].spec.replace(scan_layers=True)
+  again = cases_lib.build_cases(
+    ['convit_s'], {'scan_layers': True}, twins=False, gpsa_study=False, scan_study=True
+  )
+  assert [c.label for c in again] == ['convit_s', 'convit_s[unrolled]']
+
+
+def test_cli_scan_study_compares_compile_and_step_times(tmp_path):
+  out = tmp_path / 'bench.json'
+  bench_main.main(
+    ['--models', 'vit_c_1gf', '--batch_size', '2', '--steps', '1', '--repeats', '1']
+    + ['--warmup', '0', '--scan_study', '--json', str(out)]
+    + TINY_ARGS
+  )
+  doc = json.loads(out.read_text())
+  unrolled, scanned = doc['cases']
+  assert (unrolled['spec']['scan_layers'], scanned['spec']['scan_layers']) == (False, True)
+  assert scanned['final_loss'] == pytest.approx(unrolled['final_loss'], rel=1e-4)
+  (c,) = doc['comparisons']
+  assert c['kind'] == 'scanned/unrolled' and (c['a'], c['b']) == ('vit_c_1gf[scanned]', 'vit_c_1gf')
+  compile_s = [r['train_lower_s'] + r['train_compile_s'] for r in (scanned, unrolled)]
+  assert c['train_lower_compile_s'] == pytest.approx(compile_s)
+  assert c['train_compile_ratio'] == pytest.approx(compile_s[0] / compile_s[1])
+  assert c['train_step_ratio'] == pytest.approx(scanned['train_step_s'] / unrolled['train_step_s'])
+  cpu = [r['train_step_cpu_s'] for r in (scanned, unrolled)]
+  assert min(cpu) > 0 and c['train_step_cpu_ratio'] == pytest.approx(cpu[0] / cpu[1])

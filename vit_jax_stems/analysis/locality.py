@@ -45,6 +45,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from vit_jax_stems.models import attention as attention_lib
+from vit_jax_stems.models import layers_layout
 
 CLASS_TOKEN_NOTE = (
   'Spatial measures use patch queries and patch keys only: the class-token query row and key '
@@ -173,7 +174,7 @@ def gpsa_closed_form(pos_proj: dict) -> dict[str, np.ndarray]:
 
 # ----------------------------------------------------------------------------- model layout
 def layer_names(spec) -> list[str]:
-  return [f'encoder/block{i:02d}' for i in range(spec.depth)]
+  return [f'encoder/{layers_layout.block_name(i)}' for i in range(spec.depth)]
 
 
 def is_gpsa(spec, layer: int) -> bool:
@@ -188,8 +189,8 @@ def grid_of(model, variables) -> tuple[int, int]:
   return tuple(out['stem'].shape[1:3])
 
 
-def _attn_params(variables, layer: int) -> dict:
-  return variables['params']['encoder'][f'block{layer:02d}']['attn']
+def _attn_params(per_block_variables, layer: int) -> dict:
+  return per_block_variables['params']['encoder'][layers_layout.block_name(layer)]['attn']
 
 
 # ----------------------------------------------------------------------------- forward passes
@@ -270,6 +271,8 @@ def measure(
           acc[key] = total if acc[key] is None else acc[key] + total
   count = len(images)
 
+  # The parameters are read per block whatever the model's layout (models/layers_layout.py).
+  per_block = layers_layout.to_layout(variables, spec, stacked=False)
   layers = []
   for i, name in enumerate(layer_names(spec)):
     values = {k: None if v is None else v / count for k, v in sums[name].items()}
@@ -284,7 +287,7 @@ def measure(
       layer[f'{key}_mean'] = None if value is None else float(np.mean(value))
     if is_gpsa(spec, i):
       layer.update(
-        gpsa_measures(_attn_params(variables, i), grid, margin, np.asarray(values['nonlocality']))
+        gpsa_measures(_attn_params(per_block, i), grid, margin, np.asarray(values['nonlocality']))
       )
     layers.append(layer)
   return {

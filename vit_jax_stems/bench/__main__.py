@@ -97,6 +97,12 @@ def parse_args(argv):
     'output check fast vs explicit.',
   )
   p.add_argument(
+    '--scan_study',
+    action='store_true',
+    help='Add each model in the other parameter layout (scanned vs unrolled layers, '
+    'ModelSpec.scan_layers) and compare compile and step times.',
+  )
+  p.add_argument(
     '--peak_tflops',
     type=float,
     default=None,
@@ -131,7 +137,9 @@ def main(argv=None) -> dict:
     overrides['image_size'] = args.image_size
   names = [n.strip() for n in args.models.split(',') if n.strip()]
   try:
-    cases = cases_lib.build_cases(names, overrides, twins=args.twins, gpsa_study=args.gpsa_study)
+    cases = cases_lib.build_cases(
+      names, overrides, twins=args.twins, gpsa_study=args.gpsa_study, scan_study=args.scan_study
+    )
   except ValueError as e:
     raise SystemExit(f'error: {e}') from None
 

@@ -12,6 +12,8 @@ for, a run can add
     with every block plain MHSA (a pycls-family spec, so the class token is present in all
     blocks: 197 instead of 196 tokens in the first blocks, +0.5% of the model's MACs). That
     isolates the cost of gating and of the positional attention, everything else being equal.
+  * the other parameter layout of each model (`--scan_study`): scanned layers against unrolled
+    (ModelSpec.scan_layers), for what the scan saves in compile time and costs in step time.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from vit_jax_stems.models.spec import ModelSpec
 class Case:
   label: str
   spec: ModelSpec
-  role: str = 'model'  # 'model' | 'twin' (equal-GF patchify) | 'explicit' | 'plain'
+  role: str = 'model'  # 'model' | 'twin' (equal-GF patchify) | 'explicit' | 'plain' | 'layout'
   of: str | None = None  # label of the case this one is compared with
   return_attention: bool = False  # the explicit (weights-materialising) attention path
 
@@ -72,15 +74,23 @@ def plain_attention_twin(spec: ModelSpec) -> ModelSpec:
   return spec.replace(family='pycls', num_gpsa_layers=0)
 
 
-def build_cases(names: list[str], overrides: dict, *, twins: bool, gpsa_study: bool) -> list[Case]:
+def other_layout(spec: ModelSpec) -> tuple[ModelSpec, str]:
+  """(the same model in the other parameter layout, its label suffix)."""
+  scanned = not spec.scan_layers
+  return spec.replace(scan_layers=scanned), '[scanned]' if scanned else '[unrolled]'
+
+
+def build_cases(
+  names: list[str], overrides: dict, *, twins: bool, gpsa_study: bool, scan_study: bool = False
+) -> list[Case]:
   """The rows of one run, validated before anything is traced. Duplicate specs run once."""
   cases: list[Case] = []
 
-  def add(case: Case) -> Case:
+  def add(case: Case, after: Case | None = None) -> Case:
     for existing in cases:
       if existing.spec == case.spec and existing.return_attention == case.return_attention:
         return existing
-    cases.append(case)
+    cases.insert(len(cases) if after is None else cases.index(after) + 1, case)
     return case
 
   for name in names:
@@ -105,6 +115,9 @@ def build_cases(names: list[str], overrides: dict, *, twins: bool, gpsa_study: b
       add(
         Case(f'{main.label}[plain]', plain_attention_twin(main.spec), role='plain', of=main.label)
       )
+    if scan_study:  # next to its model, so that the pair runs under the same machine load
+      spec, suffix = other_layout(main.spec)
+      add(Case(f'{main.label}{suffix}', spec, role='layout', of=main.label), after=main)
   return cases
 
 

@@ -7,7 +7,11 @@ batch made on the device once), so the figure is the model's speed, not the inpu
 
 Timing: `warmup` steps are run and waited for; then `repeats` windows of `steps` steps each are
 dispatched back to back and waited for once at the end of each window (block_until_ready), so no
-host sync sits inside a window. The step time is the median window's time / steps.
+host sync sits inside a window. The step time is the median window's time / steps. The process's
+CPU time (time.process_time, all its threads) is recorded next to each wall time: on a machine
+shared with other work it is the steadier measure of the work a step does, and with one XLA
+thread (XLA_FLAGS=--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1) it holds no
+thread-pool spinning.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import optax
 
 from vit_jax_stems import models
 from vit_jax_stems.bench.cases import Case
+from vit_jax_stems.models import layers_layout
 from vit_jax_stems.train import train_state
 
 
@@ -50,15 +55,15 @@ class Settings:
 
 
 def make_optimizer() -> optax.GradientTransformation:
-  """AdamW as both papers' recipes (betas 0.9/0.999, eps 1e-8), no decay on 1-D params."""
-  return optax.adamw(
-    1e-3,
-    b1=0.9,
-    b2=0.999,
-    eps=1e-8,
-    weight_decay=0.05,
-    mask=lambda params: jax.tree.map(lambda p: p.ndim > 1, params),
-  )
+  """AdamW as both papers' recipes (betas 0.9/0.999, eps 1e-8), no decay on 1-D params (a
+  stacked block's layer axis not counted, so both layouts decay the same leaves)."""
+
+  def matrices(params):
+    return jax.tree_util.tree_map_with_path(
+      lambda path, p: p.ndim - layers_layout.layer_axes(tuple(k.key for k in path)) > 1, params
+    )
+
+  return optax.adamw(1e-3, b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.05, mask=matrices)
 
 
 def synthetic_batch(batch_size: int, image_size: int, num_classes: int, seed: int = 0):
@@ -140,13 +145,15 @@ def device_peak_bytes(device) -> int | None:
   return stats.get('peak_bytes_in_use')
 
 
-def _timed_windows(run_window, repeats: int) -> list[float]:
-  times = []
+def _timed_windows(run_window, repeats: int) -> tuple[list[float], list[float]]:
+  """(wall seconds, process CPU seconds) of each of `repeats` windows."""
+  walls, cpus = [], []
   for _ in range(repeats):
-    start = time.perf_counter()
+    start, start_cpu = time.perf_counter(), time.process_time()
     jax.block_until_ready(run_window())
-    times.append(time.perf_counter() - start)
-  return times
+    walls.append(time.perf_counter() - start)
+    cpus.append(time.process_time() - start_cpu)
+  return walls, cpus
 
 
 def resolve_attention(requested: str, platform: str, dtype: str) -> str:
@@ -226,7 +233,9 @@ def run_case(case: Case, settings: Settings) -> dict[str, Any]:
       make_eval_step(model_with(attention, 'none'), return_attention=case.return_attention)
     )
 
+  start_cpu = time.process_time()
   compiled, timings, attention = _lower_and_compile(train_step, (state, batch), s.attention, row)
+  row['train_lower_compile_cpu_s'] = time.process_time() - start_cpu
   row['attention'] = attention
   row['train_lower_s'], row['train_compile_s'] = timings
   row.update({f'train_{k}': v for k, v in _memory(compiled).items()})
@@ -242,9 +251,10 @@ def run_case(case: Case, settings: Settings) -> dict[str, Any]:
       state, loss = compiled(state, batch)
     return state, loss
 
-  windows = _timed_windows(train_window, s.repeats)
-  row['train_window_s'] = windows
+  windows, cpu_windows = _timed_windows(train_window, s.repeats)
+  row['train_window_s'], row['train_window_cpu_s'] = windows, cpu_windows
   row['train_step_s'] = statistics.median(windows) / s.steps
+  row['train_step_cpu_s'] = statistics.median(cpu_windows) / s.steps
   row['train_images_per_s'] = s.batch_size / row['train_step_s']
 
   # ---- inference step
@@ -262,9 +272,10 @@ def run_case(case: Case, settings: Settings) -> dict[str, Any]:
       out = eval_compiled(eval_variables, batch['images'])
     return out
 
-  windows = _timed_windows(infer_window, s.repeats)
-  row['infer_window_s'] = windows
+  windows, cpu_windows = _timed_windows(infer_window, s.repeats)
+  row['infer_window_s'], row['infer_window_cpu_s'] = windows, cpu_windows
   row['infer_step_s'] = statistics.median(windows) / s.steps
+  row['infer_step_cpu_s'] = statistics.median(cpu_windows) / s.steps
   row['infer_images_per_s'] = s.batch_size / row['infer_step_s']
 
   # After timing: one host read of the last loss, a sanity check that the steps really trained.

@@ -30,6 +30,19 @@ class ModelSpec:
     * convit: position embedding only over patches, the class token joins after the last GPSA
       block (`num_gpsa_layers`), as timm/convit `forward_features`.
   `stem` is independent of the family, which gives the ConViT-over-conv-stem models.
+
+  `scan_layers` runs the blocks of each kind as one `nn.scan` over stacked parameters (pycls: one
+  scan over all blocks; convit: one over the GPSA blocks, one over the rest), which compiles the
+  block once instead of `depth` times. It changes the parameter layout, never the outputs:
+    * False (the registered models, hence the parity tests and the bench's default): per block,
+      `params['encoder']['block03']`;
+    * True: stacked, `params['encoder']['blocks' | 'gpsa_blocks' | 'mhsa_blocks']` with a leading
+      layer axis (vit_jax_stems/models/layers_layout.py).
+  Per block is the external format: converters, weights directories, `config.init_weights` and
+  the locality analysis speak it and convert at the edge; a trainer checkpoint keeps its run's own
+  layout (config.json records the field). The trainer configs turn it on from 20 blocks on (the
+  72GF models; configs/common.py `SCAN_LAYERS_MIN_DEPTH`, with the compile and step times that
+  justify it).
   """
 
   family: Family
@@ -63,6 +76,7 @@ class ModelSpec:
   interpolation: Literal['bilinear', 'bicubic'] = 'bilinear'
   mean: tuple[float, float, float] = IMAGENET_MEAN
   std: tuple[float, float, float] = IMAGENET_STD
+  scan_layers: bool = False
 
   def __post_init__(self):
     # Coerce lists (from configs / JSON) into tuples so specs stay hashable.

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from vit_jax_stems.models import attention as attention_lib
-from vit_jax_stems.models import stems
+from vit_jax_stems.models import layers_layout, stems
 from vit_jax_stems.models.spec import ModelSpec
 
 Initializer = Callable[..., Any]
@@ -99,11 +99,41 @@ REMAT_POLICIES = {
   'block_dots': jax.checkpoint_policies.dots_with_no_batch_dims_saveable,  # keep weight matmuls
 }
 
+# What a scanned block keeps for the backward when no remat_policy is asked for. A scan's
+# backward reads every intermediate it needs from buffers stacked over the layers, written in the
+# forward, so by default JAX keeps all of them (LayerNorm and GELU outputs included), which the
+# unrolled program's fusions avoid; keeping the matmul outputs only and recomputing the
+# elementwise ops between them gives the unrolled step time back (vit_p_4gf, batch 2, one CPU
+# thread: 532 ms a step against 535 unrolled and 610 keeping everything; benchmarks/NOTES.md).
+SCANNED_BLOCK_POLICY = jax.checkpoint_policies.dots_saveable
+
+
+class DropPath(nn.Module):
+  """Stochastic depth at a rate given with each call, which may be traced: a scanned layer's own.
+
+  The arithmetic of nn.Dropout(rate, broadcast_dims=(1, 2)) (flax/linen/stochastic.py), which the
+  unrolled blocks use with their static rate: keep each example's branch with probability
+  1 - rate and scale it by 1 / (1 - rate). At rate 0 every draw is kept (bernoulli compares
+  uniform [0, 1) draws with 1) and the branch is divided by 1: exactly the identity.
+  """
+
+  @nn.compact
+  def __call__(self, x, rate, *, deterministic: bool):
+    if deterministic:
+      return x
+    keep = 1.0 - rate
+    mask = jax.random.bernoulli(self.make_rng('dropout'), keep, (x.shape[0],) + (1,) * (x.ndim - 1))
+    return jax.lax.select(
+      jnp.broadcast_to(mask, x.shape), x / keep.astype(x.dtype), jnp.zeros_like(x)
+    )
+
 
 class EncoderBlock(nn.Module):
   """Pre-LN block: x + attn(LN(x)), then x + MLP(LN(x)), with optional stochastic depth.
 
   `train` and `return_weights` are positional so that `nn.remat` can mark them static.
+  `layer_rate`: the stochastic-depth rate of a scanned block (a traced scalar, see DropPath);
+  None uses the static `drop_path_rate`.
   """
 
   spec: ModelSpec
@@ -114,7 +144,7 @@ class EncoderBlock(nn.Module):
   attention_impl: str | None = None
 
   @nn.compact
-  def __call__(self, x, train: bool, return_weights: bool = False):
+  def __call__(self, x, train: bool, return_weights: bool = False, layer_rate=None):
     spec = self.spec
     inits = PYCLS_INITS if spec.family == 'pycls' else CONVIT_INITS
     if self.use_gpsa:
@@ -140,19 +170,31 @@ class EncoderBlock(nn.Module):
         name='attn',
       )
     # Stochastic depth drops the whole residual branch per example (DeiT/timm DropPath).
-    drop_path = nn.Dropout(self.drop_path_rate, broadcast_dims=(1, 2))
+    if layer_rate is None:
+      dropout = nn.Dropout(self.drop_path_rate, broadcast_dims=(1, 2))
+      drop_path = lambda y: dropout(y, deterministic=not train)
+    else:
+      scanned_drop = DropPath()
+      drop_path = lambda y: scanned_drop(y, layer_rate, deterministic=not train)
     y = nn.LayerNorm(epsilon=spec.layer_norm_eps, dtype=self.dtype, name='norm1')(x)
     y, weights = attn(y, train=train, return_weights=return_weights)
-    x = x + drop_path(y, deterministic=not train)
+    x = x + drop_path(y)
     y = nn.LayerNorm(epsilon=spec.layer_norm_eps, dtype=self.dtype, name='norm2')(x)
     y = Mlp(
       spec.mlp_dim, inits.mlp_kernel, inits.mlp_bias, spec.dropout_rate, self.dtype, name='mlp'
     )(y, train=train)
-    return x + drop_path(y, deterministic=not train), weights
+    return x + drop_path(y), weights
 
 
 class Encoder(nn.Module):
-  """The stack of blocks. ConViT's class token joins after the last GPSA block."""
+  """The stack of blocks. ConViT's class token joins after the last GPSA block.
+
+  Unrolled (spec.scan_layers=False): one module per block, `blockNN`. Scanned: one `nn.scan` per
+  group of layers_layout.block_groups over stacked parameters, with per-layer params and dropout
+  keys (split_rngs) and each layer's stochastic-depth rate as a scanned input; the scan also
+  returns every block's input (and attention), unstacked into the same `out` keys. A scanned
+  block is rematerialised with `remat_policy`, or SCANNED_BLOCK_POLICY when there is none.
+  """
 
   spec: ModelSpec
   grid_size: tuple[int, int]
@@ -165,28 +207,71 @@ class Encoder(nn.Module):
     spec = self.spec
     out = {}
     block_cls = EncoderBlock
-    if self.remat_policy is not None:  # same parameter tree, less activation memory
+    if self.remat_policy is not None or spec.scan_layers:  # same parameter tree
+      policy = SCANNED_BLOCK_POLICY
+      if self.remat_policy is not None:
+        policy = REMAT_POLICIES[self.remat_policy]
       block_cls = nn.remat(
-        EncoderBlock, static_argnums=(2, 3), policy=REMAT_POLICIES[self.remat_policy]
+        EncoderBlock,
+        static_argnums=(2, 3),
+        policy=policy,
+        # jax.checkpoint: inside a scan CSE cannot undo the recomputation, so the guard is moot.
+        prevent_cse=not spec.scan_layers,
       )
     # Stochastic depth rates linspace(0, drop_path, depth) (timm/convit, DeiT).
     rates = np.linspace(0.0, spec.drop_path_rate, spec.depth)
-    for i in range(spec.depth):
-      if spec.family == 'convit' and i == spec.num_gpsa_layers:
-        x = jnp.concatenate([jnp.broadcast_to(cls_token, (x.shape[0], 1, x.shape[2])), x], 1)
-      name = f'block{i:02d}'
-      out[name] = x
-      x, weights = block_cls(
+
+    def add_class_token(x):
+      return jnp.concatenate([jnp.broadcast_to(cls_token, (x.shape[0], 1, x.shape[2])), x], 1)
+
+    if not spec.scan_layers:
+      for i in range(spec.depth):
+        if spec.family == 'convit' and i == spec.num_gpsa_layers:
+          x = add_class_token(x)
+        name = layers_layout.block_name(i)
+        out[name] = x
+        x, weights = block_cls(
+          spec,
+          use_gpsa=i < spec.num_gpsa_layers,
+          grid_size=self.grid_size,
+          drop_path_rate=float(rates[i]),
+          dtype=self.dtype,
+          attention_impl=self.attention_impl,
+          name=name,
+        )(x, train, return_attention)
+        if return_attention:
+          out[f'{name}/attention'] = weights
+      return x, out
+
+    def layer(block, x, layer_rate):
+      y, weights = block(x, train, return_attention, layer_rate)
+      return y, (x, weights)
+
+    for group, layers in layers_layout.block_groups(spec):
+      if spec.family == 'convit' and layers.start == spec.num_gpsa_layers:
+        x = add_class_token(x)
+      scan = nn.scan(
+        layer,
+        variable_axes={'params': 0},
+        split_rngs={'params': True, 'dropout': True},
+        length=len(layers),
+      )
+      block = block_cls(
         spec,
-        use_gpsa=i < spec.num_gpsa_layers,
+        use_gpsa=layers.start < spec.num_gpsa_layers,
         grid_size=self.grid_size,
-        drop_path_rate=float(rates[i]),
         dtype=self.dtype,
         attention_impl=self.attention_impl,
-        name=name,
-      )(x, train, return_attention)
-      if return_attention:
-        out[f'{name}/attention'] = weights
+        name=group,
+      )
+      # No drop path at all (rate 0 everywhere) needs no rates and no dropout key.
+      layer_rates = jnp.asarray(rates[layers.start : layers.stop], jnp.float32)
+      x, (inputs, weights) = scan(block, x, layer_rates if spec.drop_path_rate else None)
+      for j, i in enumerate(layers):
+        name = layers_layout.block_name(i)
+        out[name] = inputs[j]
+        if return_attention:
+          out[f'{name}/attention'] = weights[j]
     return x, out
 
 
@@ -194,7 +279,8 @@ class VisionTransformer(nn.Module):
   """ViT_P / ViT_C / ConViT, chosen by `spec`. Parameters are float32; `dtype` is compute.
 
   `attention_impl` (None/'xla' or 'cudnn') and `remat_policy` (None, 'block', 'block_dots')
-  change how the forward runs, never its parameters or its outputs.
+  change how the forward runs, never its parameters or its outputs; `spec.scan_layers` changes
+  the parameter layout too (models/layers_layout.py), never the outputs.
   """
 
   spec: ModelSpec

@@ -9,7 +9,8 @@ and weight-decay masks.
 - timm/DeiT (P2; convit `main.py` uses timm `create_scheduler` and `add_weight_decay`): AdamW,
   linear warmup from an absolute lr w0 to the base lr over W epochs, then
   min + 0.5 * (base - min) * (1 + cos(pi * e / E)); stepped once per epoch. Parameters with
-  ndim <= 1, biases, `pos_embedding` and `cls_token` are not decayed.
+  ndim <= 1, biases, `pos_embedding` and `cls_token` are not decayed. ndim is a weight's own: the
+  layer axis of stacked blocks (spec.scan_layers, models/layers_layout.py) does not count.
 
 The schedule counts optimizer updates, so with gradient accumulation (optax.MultiSteps) it is
 still a function of the optimizer step, not of the micro-batch.
@@ -18,6 +19,8 @@ still a function of the optimizer step, not of the micro-batch.
 import jax.numpy as jnp
 import optax
 from flax import traverse_util
+
+from vit_jax_stems.models import layers_layout
 
 SCHEDULES = ('pycls_cosine', 'timm_cosine', 'constant')
 WD_MASKS = ('pycls', 'deit', 'all', 'none')
@@ -82,7 +85,8 @@ def weight_decay_mask(kind, params):
     if kind == 'deit':
       # timm add_weight_decay: ndim <= 1 or '.bias' or in model.no_weight_decay() (ConViT:
       # pos_embed, cls_token).
-      return jnp.ndim(leaf) > 1 and name not in ('bias', 'pos_embedding', 'cls_token')
+      ndim = jnp.ndim(leaf) - layers_layout.layer_axes(path)
+      return ndim > 1 and name not in ('bias', 'pos_embedding', 'cls_token')
     raise ValueError(f'config.optimizer.wd_mask={kind!r} is not one of {WD_MASKS}.')
 
   return traverse_util.unflatten_dict({p: decays(p, v) for p, v in flat.items()})

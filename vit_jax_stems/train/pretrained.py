@@ -4,30 +4,36 @@ The weights come from `vit_jax_stems.weights.load_weights(DIR) -> (model, variab
 replace the freshly initialised parameters and BatchNorm statistics leaf by leaf; when the number
 of classes differs (the usual fine-tuning start) the classifier head is a new one, all zeros (pycls
 `init_weights_vit` zero-initialises the head; with zeros every class starts at the same logit and
-the first updates come from the pretrained features, whichever family), and a position embedding of another token grid (the run's
-config.data.image_size differs from the weights') is resampled to the run's grid
-(`models.pos_embedding.for_spec`, bicubic as timm's `resample_abs_pos_embed`). Any other
-mismatch is an error naming the parameter.
+the first updates come from the pretrained features, whichever family), and a position embedding
+of another token grid (the run's config.data.image_size differs from the weights') is resampled to
+the run's grid (`models.pos_embedding.for_spec`, bicubic as timm's `resample_abs_pos_embed`). Any
+other mismatch is an error naming the parameter. Both sides are compared per block
+(`encoder/blockNN`, the weights directory's layout), so a scanned run (config.model.scan_layers)
+starts from the same directories; its variables are stacked after.
 """
 
 import numpy as np
 from absl import logging
 from flax import traverse_util
 
-from vit_jax_stems.models import pos_embedding
+from vit_jax_stems.models import layers_layout, pos_embedding
 
 
 def load(directory, *, image_size=None):
-  """(model, variables) of converted weights, at `image_size` when given (the position embedding
-  resampled); imported lazily (optional dependency path)."""
+  """(the per-block model, per-block variables) of converted weights, at `image_size` when given
+  (the position embedding resampled); imported lazily (optional dependency path)."""
   from vit_jax_stems import weights  # pylint: disable=g-import-not-at-top
 
-  return weights.load_weights(directory, image_size=image_size)
+  model, variables = weights.load_weights(directory, image_size=image_size)
+  per_block = layers_layout.to_layout(variables, model.spec, stacked=False)
+  return layers_layout.unrolled_model(model), per_block
 
 
 def merge(init_variables, loaded_variables, *, source, spec):
-  """Returns `init_variables` with every leaf replaced by the loaded one (see module doc);
-  `spec` is the run's ModelSpec (its token grid)."""
+  """Returns `init_variables` (the layout of the run's `spec`) with every leaf replaced by the
+  per-block `loaded_variables` (see module doc), in the layout of `spec`; `spec` also gives the
+  run's token grid."""
+  init_variables = layers_layout.to_layout(init_variables, spec, stacked=False)
   merged = {}
   for collection, init_tree in init_variables.items():
     init_flat = traverse_util.flatten_dict(init_tree, sep='/')
@@ -62,4 +68,4 @@ def merge(init_variables, loaded_variables, *, source, spec):
           f'model wants {init.shape}; check config.model / config.data.image_size.'
         )
     merged[collection] = traverse_util.unflatten_dict(out, sep='/')
-  return merged
+  return layers_layout.to_layout(merged, spec)
