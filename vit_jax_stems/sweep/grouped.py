@@ -269,10 +269,10 @@ def train_group(base_config, trials, group_workdir):
   check_group(configs)
   config = copy.deepcopy(configs[0])
   config.seed = base_config.seed  # the input pipeline's seed, shared by the group
-  if config.init_weights:
+  if config.init_weights or config.linear_probe:
     raise config_checks.ConfigError(
-      'Grouped training starts from random weights; unset config.init_weights or train these '
-      'trials sequentially.'
+      'Grouped training trains every weight from a random start; unset config.init_weights and '
+      'config.linear_probe, or train these trials sequentially (--execution sequential).'
     )
   workdir = epath.Path(group_workdir)
   workdir.mkdir(parents=True, exist_ok=True)

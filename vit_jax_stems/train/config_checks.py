@@ -123,6 +123,11 @@ def _check(config, *, num_devices=None, num_processes=None, model_names=None, sp
     'precise_bn_samples',
     f'must be >= 0 (0 turns precise BN statistics off), got {config.get("precise_bn_samples")}.',
   )
+  _require(
+    not (config.get('linear_probe') and config.get('precise_bn_samples', 0) > 0),
+    'precise_bn_samples',
+    "must be 0 with config.linear_probe (a probe keeps the backbone's BatchNorm statistics).",
+  )
   device_augment.DeviceAugment.from_config(config.data, num_classes=1).check_batch_size(micro)
   problem = data_config.train_fraction_problem(config.data.train_fraction)
   if problem:

@@ -7,7 +7,16 @@ Fields (all overridable as --config.a.b=value):
                         the dataset, image_size from data.image_size.
   dtype                 compute dtype: 'bfloat16' (accelerators; the papers used fp16 AMP) or
                         'float32'. Parameters and optimizer state are always float32.
-  init_weights          directory of converted PyTorch weights to start from (fine-tuning).
+  init_weights          weights to start from (fine-tuning): a weights directory (converted
+                        PyTorch weights, `export --format weights`) or a training run directory
+                        (its latest checkpoint); vit_jax_stems/train/pretrained.py.
+  linear_probe          train only the classifier head (params/head): the optimizer leaves every
+                        other parameter where it is (optax.multi_transform with set_to_zero, so
+                        neither weight decay nor momentum moves it) and the step runs the backbone
+                        in eval mode (BatchNorm statistics frozen, no drop path), gradients stopped
+                        at the pre-logits.
+  eval_at_start         evaluate the starting weights before the first step of a fresh run (the
+                        "before" of a fine-tuning run), logged at step 0.
   data                  vit_jax_stems.data config (dataset, image size, augmentations, mixup,
                         label smoothing; train_fraction in (0, 1]: a class-balanced subset of
                         the train split, steps per epoch follow; vit_jax_stems/data/README.md).
@@ -42,6 +51,8 @@ def base_config():
   c.model = ml_collections.ConfigDict()
   c.dtype = 'bfloat16'
   c.init_weights = config_dict.placeholder(str)
+  c.linear_probe = False
+  c.eval_at_start = False
   c.seed = 0
   c.data = data_config.default_config()
   c.batch_size = 2048

@@ -16,6 +16,7 @@ The schedule counts optimizer updates, so with gradient accumulation (optax.Mult
 still a function of the optimizer step, not of the micro-batch.
 """
 
+import jax
 import jax.numpy as jnp
 import optax
 from flax import traverse_util
@@ -92,10 +93,25 @@ def weight_decay_mask(kind, params):
   return traverse_util.unflatten_dict({p: decays(p, v) for p, v in flat.items()})
 
 
-def make_optimizer(opt_cfg, lr_schedule, *, weight_decay=None):
+HEAD = 'head'  # the classifier's parameters, params/head (models/vit.py)
+
+
+def head_only_labels(params):
+  """'train' for the classifier head's leaves, 'frozen' for every other leaf (linear probe)."""
+  return {
+    name: jax.tree_util.tree_map(
+      lambda _, label=('train' if name == HEAD else 'frozen'): label, tree
+    )
+    for name, tree in params.items()
+  }
+
+
+def make_optimizer(opt_cfg, lr_schedule, *, weight_decay=None, head_only=False):
   """Returns the optax transformation: [clip] -> AdamW | (L2 + SGD) [-> MultiSteps].
 
   `weight_decay` (a float or a traced scalar) replaces `opt_cfg.weight_decay` when given.
+  `head_only` (config.linear_probe): only params/head is updated; every other leaf gets
+  `optax.set_to_zero` (no decay, no momentum, no optimizer state).
   """
   if weight_decay is None:
     weight_decay = opt_cfg.weight_decay
@@ -119,6 +135,8 @@ def make_optimizer(opt_cfg, lr_schedule, *, weight_decay=None):
     raise ValueError(f'config.optimizer.name={opt_cfg.name!r} is not one of {OPTIMIZERS}.')
   if opt_cfg.get('grad_clip_norm'):
     tx = optax.chain(optax.clip_by_global_norm(opt_cfg.grad_clip_norm), tx)
+  if head_only:
+    tx = optax.multi_transform({'train': tx, 'frozen': optax.set_to_zero()}, head_only_labels)
   if opt_cfg.get('accum_steps', 1) > 1:
     tx = optax.MultiSteps(tx, every_k_schedule=opt_cfg.accum_steps)
   return tx

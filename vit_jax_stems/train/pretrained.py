@@ -1,7 +1,9 @@
-"""Starting a run from converted PyTorch weights (`config.init_weights = DIR`), for fine-tuning.
+"""Starting a run from trained weights (`config.init_weights = SOURCE`), for fine-tuning.
 
-The weights come from `vit_jax_stems.weights.load_weights(DIR) -> (model, variables)`. They
-replace the freshly initialised parameters and BatchNorm statistics leaf by leaf; when the number
+SOURCE is a weights directory (model.json + variables/: converted PyTorch weights, or
+`python -m vit_jax_stems.export --format weights`) or a trainer run directory (config.json +
+checkpoints/: its latest checkpoint, the EMA weights when the run kept them, as `export` picks
+them). The weights replace the freshly initialised parameters and BatchNorm statistics leaf by leaf; when the number
 of classes differs (the usual fine-tuning start) the classifier head is a new one, all zeros (pycls
 `init_weights_vit` zero-initialises the head; with zeros every class starts at the same logit and
 the first updates come from the pretrained features, whichever family), and a position embedding
@@ -12,19 +14,61 @@ other mismatch is an error naming the parameter. Both sides are compared per blo
 starts from the same directories; its variables are stacked after.
 """
 
+import json
+import os
+
 import numpy as np
 from absl import logging
 from flax import traverse_util
 
+from vit_jax_stems import models, weights
 from vit_jax_stems.models import layers_layout, pos_embedding
+from vit_jax_stems.train.checkpointing import CONFIG_JSON as RUN_CONFIG
+
+WEIGHTS_JSON = weights.MODEL_JSON
 
 
-def load(directory, *, image_size=None):
-  """(the per-block model, per-block variables) of converted weights, at `image_size` when given
-  (the position embedding resampled); imported lazily (optional dependency path)."""
-  from vit_jax_stems import weights  # pylint: disable=g-import-not-at-top
+def is_run(source):
+  """True for a trainer run directory, False for a weights directory; anything else is an error
+  that says what SOURCE must be (checked before anything is built)."""
+  if os.path.isfile(os.path.join(source, WEIGHTS_JSON)):
+    return False
+  if os.path.isfile(os.path.join(source, RUN_CONFIG)):
+    return True
+  raise FileNotFoundError(
+    f'config.init_weights={source}: neither a weights directory ({WEIGHTS_JSON}; made by '
+    f'`python -m vit_jax_stems.convert` or `export --format weights`) nor a training run '
+    f'({RUN_CONFIG} + checkpoints/).'
+  )
 
-  model, variables = weights.load_weights(directory, image_size=image_size)
+
+def architecture(source):
+  """(arch, ModelSpec overrides without num_classes and image_size, image_size) of SOURCE, read
+  from its JSON alone (configs/finetune.py builds the fine-tuning model from it)."""
+  with open(os.path.join(source, RUN_CONFIG if is_run(source) else WEIGHTS_JSON)) as f:
+    meta = json.load(f)
+  if 'model_name' in meta:  # a run's config.json
+    arch, overrides, image_size = meta['model_name'], meta['model'], meta['data']['image_size']
+  else:
+    arch, overrides, image_size = meta['arch'], meta.get('overrides', {}), meta['image_size']
+  overrides = {k: v for k, v in overrides.items() if k not in ('num_classes', 'image_size')}
+  return arch, overrides, image_size
+
+
+def load(source, *, image_size=None):
+  """(the per-block model, per-block variables) of SOURCE (module doc), at `image_size` when
+  given (the position embedding resampled)."""
+  from vit_jax_stems import export  # pylint: disable=g-import-not-at-top (export -> convert)
+
+  if is_run(source):
+    arch, overrides, variables = export.from_run(source)
+    model = models.create_model(arch, **overrides)
+    variables = layers_layout.to_layout(variables, model.spec, stacked=False)
+    if image_size is not None and image_size != model.spec.image_size:
+      model = models.create_model(arch, **{**overrides, 'image_size': image_size})
+      variables = weights.resized(variables, model.spec)
+  else:
+    model, variables = weights.load_weights(source, image_size=image_size)
   per_block = layers_layout.to_layout(variables, model.spec, stacked=False)
   return layers_layout.unrolled_model(model), per_block
 

@@ -101,7 +101,9 @@ def make_run_setup(config, info):
   lr_schedule = lr_schedule_of(
     config, plan, optimizer_lib.base_lr(config.optimizer, config.batch_size)
   )
-  tx = optimizer_lib.make_optimizer(config.optimizer, lr_schedule)
+  tx = optimizer_lib.make_optimizer(
+    config.optimizer, lr_schedule, head_only=config.get('linear_probe', False)
+  )
   init_fn = train_state.make_init_fn(model, tx, with_ema=config.ema.enabled)
   abstract = jax.eval_shape(init_fn, jax.random.PRNGKey(config.seed))
   min_mb = config.min_size_to_shard_mb

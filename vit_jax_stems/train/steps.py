@@ -10,16 +10,29 @@ import optax
 
 from vit_jax_stems.data import device_augment
 from vit_jax_stems.train import ema as ema_lib
+from vit_jax_stems.train import optimizer as optimizer_lib
 
 # Folded into the step's key for the on-device augmentation (the step's key itself drives dropout).
 _AUGMENT_STREAM = 1
 
 
-def make_train_step(model, tx, lr_schedule, plan, ema_cfg, augment: device_augment.DeviceAugment):
+def make_train_step(
+  model,
+  tx,
+  lr_schedule,
+  plan,
+  ema_cfg,
+  augment: device_augment.DeviceAugment,
+  *,
+  head_only=False,
+):
   """train_step(state, batch) -> (state, metrics); pure, jitted by the caller.
 
   `batch` is the host's {'image': uint8 (B, H, W, 3), 'label': int (B,)}; `augment` turns it into
   normalised, mixed images and soft targets inside the step (see device_augment).
+  `head_only` (config.linear_probe, with the optimizer of `make_optimizer(head_only=True)`): the
+  backbone runs in eval mode (BatchNorm statistics used and kept as they are, no drop path) and
+  no gradient flows into it, so only the head's backward pass is computed.
   """
   ema_rate = None
   if ema_cfg.enabled:
@@ -42,9 +55,17 @@ def make_train_step(model, tx, lr_schedule, plan, ema_cfg, augment: device_augme
       variables = {'params': params}
       if state['batch_stats']:
         variables['batch_stats'] = state['batch_stats']
-      (logits, _), updates = model.apply(
-        variables, images, train=True, mutable=['batch_stats'], rngs={'dropout': rng}
-      )
+      if head_only:
+        variables['params'] = {
+          name: tree if name == optimizer_lib.HEAD else jax.lax.stop_gradient(tree)
+          for name, tree in params.items()
+        }
+        logits, _ = model.apply(variables, images, train=False)
+        updates = {'batch_stats': state['batch_stats']}
+      else:
+        (logits, _), updates = model.apply(
+          variables, images, train=True, mutable=['batch_stats'], rngs={'dropout': rng}
+        )
       logits = logits.astype(jnp.float32)
       loss = jnp.mean(optax.softmax_cross_entropy(logits, targets))
       return loss, (logits, updates.get('batch_stats', {}))

@@ -41,6 +41,11 @@ class NonFiniteLossError(FloatingPointError):
 def check_config(config, info=None):
   """All config checks, before anything is compiled; returns the dataset info (`info` given:
   that one, for a run on synthetic batches that reads no dataset)."""
+  if config.init_weights:
+    try:  # a wrong path stops here, before the dataset is read and anything compiled
+      pretrained.is_run(config.init_weights)
+    except FileNotFoundError as e:
+      raise config_checks.ConfigError(str(e)) from None
   info = info or data.get_dataset_info(config.data)
   config_checks.check(
     config,
@@ -55,7 +60,13 @@ def jit_train_step(config, setup, augment):
   replicated = jax.sharding.NamedSharding(setup.mesh, jax.sharding.PartitionSpec())
   return jax.jit(
     steps.make_train_step(
-      setup.model, setup.tx, setup.lr_schedule, setup.plan, config.ema, augment
+      setup.model,
+      setup.tx,
+      setup.lr_schedule,
+      setup.plan,
+      config.ema,
+      augment,
+      head_only=config.linear_probe,
     ),
     in_shardings=(setup.state_shardings, setup.batch_sharding),
     out_shardings=(setup.state_shardings, replicated),
@@ -179,6 +190,8 @@ def train_and_evaluate(config, workdir, *, train_batches=None):
 
   # ------------------------------------------------------------------ Loop
   last = {'train': {}, 'eval': {}, 'stopped': None}
+  if start_step == 0 and config.eval_at_start:  # the starting weights: a fine-tune's "before"
+    last['start'] = run_eval(0)
   window, prev = [], None
   t_window, s_window = time.monotonic(), start_step
 
@@ -261,9 +274,21 @@ def train_and_evaluate(config, workdir, *, train_batches=None):
 
   if last['stopped'] is None:
     last['eval'] = run_eval(plan.total_steps)
+    if 'start' in last and jax.process_index() == 0:
+      print(_before_and_after(last['start'], last['eval'], plan.total_steps), flush=True)
   ckpt.close()
   writer.flush()
   return last
+
+
+def _before_and_after(start, end, steps):
+  """One line for a run that evaluated its starting weights (config.eval_at_start)."""
+  shown = [
+    f'{name} {100 * start[f"{name}_top1"]:.1f}% -> {100 * end[f"{name}_top1"]:.1f}%'
+    for name in ('params', 'ema')
+    if f'{name}_top1' in end
+  ]
+  return f'top-1 of the starting weights -> after {steps} steps: ' + ', '.join(shown)
 
 
 def _non_finite_message(step, loss, good, ckpt, config):
