@@ -274,6 +274,11 @@ def train_group(base_config, trials, group_workdir):
       'Grouped training starts from random weights; unset config.init_weights or train these '
       'trials sequentially.'
     )
+  if config_checks.eval_entries(config):
+    raise config_checks.ConfigError(
+      'Grouped training evaluates config.data.eval_split only; unset config.evals or train '
+      'these trials sequentially.'
+    )
   workdir = epath.Path(group_workdir)
   workdir.mkdir(parents=True, exist_ok=True)
 
