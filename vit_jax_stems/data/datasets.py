@@ -48,8 +48,26 @@ def imagenet_manual_dir(config) -> str:
   return config.manual_dir or os.path.join(resolve_data_dir(config.data_dir), 'downloads', 'manual')
 
 
-def _not_prepared_message(config, data_dir: str) -> str:
-  base = config.name.split(':')[0].split('/')[0]
+def base_name(name: str) -> str:
+  """'imagenet_v2/threshold-0.7:3.0.0' -> 'imagenet_v2' (TFDS's name/config:version)."""
+  return name.split(':')[0].split('/')[0]
+
+
+def _not_prepared_message(
+  config, data_dir: str, data_dir_field: str = 'config.data.data_dir'
+) -> str:
+  base = base_name(config.name)
+  if base == 'imagenet2012_real':  # TFDS's builder: ImageNet's validation tar + real.json
+    manual = imagenet_manual_dir(config)
+    return (
+      f"Dataset 'imagenet2012_real' is not prepared in data_dir={data_dir!r}. Put "
+      'ILSVRC2012_img_val.tar (6.3 GB, from https://image-net.org/download-images, needs an '
+      f'account) in {manual!r} (or set config.data.manual_dir) and prepare it once; it also '
+      'downloads the ReaL labels (real.json, 379 KiB, from GitHub):\n'
+      f'   python -m vit_jax_stems.data.prepare --name=imagenet2012_real --data_dir={data_dir} '
+      f'--manual_dir={manual}\n'
+      f'or set {data_dir_field} to where it is already prepared.'
+    )
   if base == 'imagenet2012':
     manual = imagenet_manual_dir(config)
     return (
@@ -67,7 +85,7 @@ def _not_prepared_message(config, data_dir: str) -> str:
     f'Dataset {config.name!r} is not prepared in data_dir={data_dir!r}. Training never downloads; '
     'prepare it once on a machine with network access:\n'
     f'   python -m vit_jax_stems.data.prepare --name={config.name} --data_dir={data_dir}\n'
-    'or set config.data.data_dir to where it is already prepared.'
+    f'or set {data_dir_field} to where it is already prepared.'
   )
 
 
@@ -140,36 +158,50 @@ def prepare(
   return builder
 
 
-def get_builder(config) -> tfds.core.DatasetBuilder:
+def get_builder(
+  config, *, name_field='config.data.name', data_dir_field='config.data.data_dir'
+) -> tfds.core.DatasetBuilder:
   """The TFDS builder of config.name in config.data_dir, checked to be prepared.
 
   The embedded datasets (mnist5k, cluttered_mnist5k) are prepared on first use; every other
-  dataset must already be prepared, otherwise DatasetNotReadyError explains how.
+  dataset must already be prepared, otherwise DatasetNotReadyError explains how. The *_field
+  arguments: what the user sets to choose the dataset and its data_dir, for the messages.
   """
   data_dir = resolve_data_dir(config.data_dir)
-  builder = _builder(config.name, data_dir, 'config.data.name')
+  builder = _builder(config.name, data_dir, name_field)
   if not builder.is_prepared():
     if builder.name in EMBEDDED_DATASETS:
       logging.info('Preparing embedded dataset %s in %s (no download).', builder.name, data_dir)
       builder = prepare(config.name, data_dir)
     else:
-      raise DatasetNotReadyError(_not_prepared_message(config, data_dir))
+      raise DatasetNotReadyError(_not_prepared_message(config, data_dir, data_dir_field))
   return builder
 
 
-def check_features(builder: tfds.core.DatasetBuilder, config) -> int:
-  """Checks image/label features exist and returns the number of classes."""
+def has_label_sets(builder: tfds.core.DatasetBuilder, config) -> bool:
+  """Whether the label feature is a Sequence of ClassLabel: a set of correct classes per example
+  (imagenet2012_real's `real_label`), which only evaluation reads."""
   features = builder.info.features
-  for key, kind in (
-    (config.image_key, tfds.features.Image),
-    (config.label_key, tfds.features.ClassLabel),
-  ):
+  feature = features[config.label_key] if config.label_key in features else None
+  return isinstance(feature, tfds.features.Sequence) and isinstance(
+    feature.feature, tfds.features.ClassLabel
+  )
+
+
+def check_features(builder: tfds.core.DatasetBuilder, config, *, allow_label_sets=False) -> int:
+  """Checks image/label features exist and returns the number of classes. allow_label_sets:
+  the label may also be a set of classes per example (has_label_sets; evaluation only)."""
+  features = builder.info.features
+  sets = allow_label_sets and has_label_sets(builder, config)
+  label_kind = tfds.features.Sequence if sets else tfds.features.ClassLabel
+  for key, kind in ((config.image_key, tfds.features.Image), (config.label_key, label_kind)):
     if key not in features or not isinstance(features[key], kind):
       raise DatasetNotReadyError(
         f'Dataset {builder.name!r} has no {kind.__name__} feature {key!r} (config.data.image_key '
         f'/ config.data.label_key); its features are {list(features.keys())}.'
       )
-  return features[config.label_key].num_classes
+  label = features[config.label_key]
+  return (label.feature if sets else label).num_classes
 
 
 def split_name(split) -> str:

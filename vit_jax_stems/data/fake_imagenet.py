@@ -6,11 +6,18 @@ Same structure as the real download, so TFDS's own `imagenet2012` builder prepar
                               lines of its bundled validation_labels.txt, so image i gets line i.
 Images are about ImageNet's size (500x375 by default) and JPEG quality 90, with content at several
 scales so that they compress (and decode) like photos rather than like flat colour or pure noise.
+
+ImageNet's variants (`prepare_imagenet2012_real`, `prepare_variant`) are prepared by their own
+TFDS builders too, offline: the builder's download is answered with generated files in the layout
+of the archive it would fetch.
 """
 
 import io
+import json
 import os
 import tarfile
+import zipfile
+from unittest import mock
 
 import numpy as np
 import tensorflow_datasets as tfds
@@ -114,4 +121,69 @@ def prepare_imagenet(data_dir: str, manual_dir: str):
   """Runs TFDS's imagenet2012 builder on a manual dir (offline: nothing is downloaded)."""
   builder = tfds.builder('imagenet2012', data_dir=data_dir)
   builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
+  return builder
+
+
+def prepare_imagenet2012_real(data_dir: str, manual_dir: str, real_labels: list[list[int]]):
+  """TFDS's imagenet2012_real builder on the ILSVRC2012_img_val.tar of `manual_dir`
+  (write_manual_dir) with `real_labels`, one list of ImageNet-1k indices per validation image in
+  file-name order (the format of reassessed-imagenet's real.json; a list may be empty)."""
+  path = os.path.join(manual_dir, 'real.json')
+  with open(path, 'w') as f:
+    json.dump(real_labels, f)
+  with mock.patch.object(tfds.download.DownloadManager, 'download', lambda self, url: path):
+    builder = tfds.builder('imagenet2012_real', data_dir=data_dir)
+    builder.download_and_prepare(
+      download_config=tfds.download.DownloadConfig(manual_dir=manual_dir)
+    )
+  return builder
+
+
+# Folder of the downloaded archive that each variant's TFDS builder reads, per class:
+# '{wnid}' or '{index}' (its ImageNet-1k index); see each builder's _generate_examples.
+_VARIANT_LAYOUTS = {
+  'imagenet_a': 'imagenet-a/{wnid}',
+  'imagenet_r': 'imagenet-r/{wnid}',
+  'imagenet_v2': 'imagenetv2-matched-frequency-format-val/{index}',  # its default config
+  'imagenet_sketch': 'sketch/{wnid}',  # inside a zip that the builder iterates
+}
+
+
+def prepare_variant(
+  name: str,
+  data_dir: str,
+  root: str,
+  classes: list[int],
+  *,
+  per_class: int = 2,
+  size: tuple[int, int] = (40, 30),
+  seed: int = 0,
+):
+  """TFDS's own builder of `name` (a key of _VARIANT_LAYOUTS) on `per_class` generated JPEGs of
+  each of `classes` (ImageNet-1k indices), written under `root` as the downloaded archive holds
+  them. Returns the builder."""
+  rng = np.random.RandomState(seed)
+  wnids = _tfds_lines('labels.txt')
+  files = {}
+  for index in classes:
+    folder = _VARIANT_LAYOUTS[name].format(wnid=wnids[index], index=index)
+    for i in range(per_class):  # unique file names: imagenet_a keys examples by file name
+      image = synthetic_photo(rng, size[0], size[1], index)
+      files[f'{folder}/{wnids[index]}_{i}.JPEG'] = jpeg_bytes(image)
+  if name == 'imagenet_sketch':
+    path = os.path.join(root, 'ImageNet-Sketch.zip')
+    os.makedirs(root, exist_ok=True)
+    with zipfile.ZipFile(path, 'w') as archive:
+      for file_name, payload in files.items():
+        archive.writestr(file_name, payload)
+    method = 'download'
+  else:
+    for file_name, payload in files.items():
+      os.makedirs(os.path.dirname(os.path.join(root, file_name)), exist_ok=True)
+      with open(os.path.join(root, file_name), 'wb') as f:
+        f.write(payload)
+    path, method = root, 'download_and_extract'
+  with mock.patch.object(tfds.download.DownloadManager, method, lambda self, url: path):
+    builder = tfds.builder(name, data_dir=data_dir)
+    builder.download_and_prepare()
   return builder

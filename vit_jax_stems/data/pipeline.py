@@ -265,10 +265,15 @@ def make_eval_dataset(
   process_index: int | None = None,
   process_count: int | None = None,
 ):
-  """One padded pass over `split` for this process; returns (dataset, num_batches, examples of this process)."""
+  """One padded pass over `split` for this process; returns (dataset, num_batches, examples of this process).
+
+  A label feature that holds a set of classes per example (datasets.has_label_sets: ReaL) comes
+  out as a multi-hot bool (num_classes,) per example, all False for an empty set or padding.
+  """
   split = split or config.eval_split
   builder = datasets.get_builder(config)
-  datasets.check_features(builder, config)
+  num_classes = datasets.check_features(builder, config, allow_label_sets=True)
+  label_sets = datasets.has_label_sets(builder, config)
   process_index, process_count = datasets.process_index_and_count(process_index, process_count)
   local_batch = datasets.local_batch_size(global_batch_size, process_count)
   local_split = datasets.process_splits(split, process_count)[process_index]
@@ -285,9 +290,10 @@ def make_eval_dataset(
       antialias=config.antialias,
     )
 
-  ds = _decode_or_flag(
-    _read(builder, local_split, config), preprocess, tf.zeros([size, size, 3], tf.uint8)
-  ).unbatch()
+  records = _read(builder, local_split, config)
+  if label_sets:
+    records = records.map(lambda ex: {**ex, 'label': _multi_hot(ex['label'], num_classes)})
+  ds = _decode_or_flag(records, preprocess, tf.zeros([size, size, 3], tf.uint8)).unbatch()
   ds = ds.map(
     lambda ex: {
       'image': ex['image'],
@@ -301,7 +307,7 @@ def make_eval_dataset(
   padding = tf.data.Dataset.from_tensors(
     {
       'image': tf.zeros([size, size, 3], tf.uint8),
-      'label': tf.constant(0, tf.int32),
+      'label': tf.zeros([num_classes], tf.bool) if label_sets else tf.constant(0, tf.int32),
       'mask': tf.constant(False),
       'real': tf.constant(False),
       'tfds_id': tf.constant(''),
@@ -310,6 +316,11 @@ def make_eval_dataset(
   ds = ds.concatenate(padding.repeat(num_batches * local_batch - local_examples))
   ds = ds.batch(local_batch, drop_remainder=True).prefetch(config.prefetch)
   return ds, num_batches, local_examples
+
+
+def _multi_hot(labels: tf.Tensor, num_classes: int) -> tf.Tensor:
+  """int (k,) classes, k >= 0 -> bool (num_classes,), True at each of them."""
+  return tf.reduce_sum(tf.one_hot(labels, num_classes, dtype=tf.int32), axis=0) > 0
 
 
 class _BadRecordLog:

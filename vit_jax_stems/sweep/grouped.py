@@ -274,6 +274,11 @@ def train_group(base_config, trials, group_workdir):
       'Grouped training trains every weight from a random start; unset config.init_weights and '
       'config.linear_probe, or train these trials sequentially (--execution sequential).'
     )
+  if config_checks.eval_entries(config):
+    raise config_checks.ConfigError(
+      'Grouped training evaluates config.data.eval_split only; unset config.evals or train '
+      'these trials sequentially.'
+    )
   workdir = epath.Path(group_workdir)
   workdir.mkdir(parents=True, exist_ok=True)
 

@@ -114,13 +114,15 @@ def fraction_config(base, model: str, fraction: float, full_plan, num_train_exam
 
 
 def config_digest(config) -> str:
-  """What makes two runs the same run: the config without where the data lives."""
+  """What makes two runs the same run: the config without where the data lives and without the
+  extra evaluators (config.evals), which change what is measured, not what is trained."""
   return _digest(json.loads(config.to_json_best_effort()))
 
 
 def _digest(plain: dict) -> str:
   for key in ('data_dir', 'manual_dir'):
     plain['data'].pop(key, None)
+  plain.pop('evals', None)  # also absent from the config.json of runs older than the field
   return hashlib.sha1(json.dumps(plain, sort_keys=True).encode()).hexdigest()[:16]
 
 

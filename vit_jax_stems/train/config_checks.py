@@ -6,6 +6,9 @@ unknown fields written in a config file, and settings that contradict each other
 machine (batch not divisible by the devices, a mesh that does not fit).
 """
 
+import re
+from typing import NamedTuple
+
 import jax
 import ml_collections
 
@@ -38,6 +41,54 @@ def _check_fields(config, schema, where='config'):
     is_section = isinstance(default, ml_collections.ConfigDict)
     if is_section and isinstance(value, ml_collections.ConfigDict) and field not in FREE_FORM:
       _check_fields(value, default, field)
+
+
+class EvalEntry(NamedTuple):
+  """One of config.evals: `split` of TFDS `dataset` (from `data_dir`, None: config.data.data_dir),
+  reported as eval/<name>/top1 etc."""
+
+  dataset: str
+  split: str
+  name: str
+  data_dir: str | None = None
+
+
+_EVAL_NAME = re.compile(r'[A-Za-z0-9_.-]+')
+_EVALS_EXAMPLE = "(('imagenet_v2', 'test', 'v2'), ('imagenet2012_real', 'validation', 'real'))"
+
+
+def eval_entries(config) -> list[EvalEntry]:
+  """config.evals as EvalEntry's; ConfigError naming the entry for one that is malformed."""
+  evals = config.get('evals') or ()
+  if isinstance(evals, str) or not isinstance(evals, (tuple, list)):
+    raise ConfigError(f'config.evals: use a tuple of entries such as {_EVALS_EXAMPLE}.')
+  if evals and all(isinstance(e, str) for e in evals):
+    raise ConfigError(
+      f'config.evals={tuple(evals)!r} is one entry, not a tuple of entries: write '
+      f'({tuple(evals)!r},) (with the trailing comma).'
+    )
+  entries, names = [], set()
+  for i, entry in enumerate(evals):
+    where = f'config.evals[{i}]={entry!r}'
+    ok = isinstance(entry, (tuple, list)) and len(entry) in (3, 4)
+    ok = ok and all(isinstance(v, str) and v for v in entry[:3])
+    ok = ok and (len(entry) == 3 or entry[3] is None or isinstance(entry[3], str))
+    if not ok:
+      raise ConfigError(
+        f'{where}: use (dataset, split, name) or (dataset, split, name, data_dir) with strings, '
+        f"such as ('imagenet_v2', 'test', 'v2')."
+      )
+    entry = EvalEntry(*entry)
+    if not _EVAL_NAME.fullmatch(entry.name):
+      raise ConfigError(
+        f'{where}: the name {entry.name!r} goes into metric names (eval/<name>/top1); use '
+        'letters, digits, _ . - only.'
+      )
+    if entry.name in names:
+      raise ConfigError(f'{where}: the name {entry.name!r} is taken by an earlier entry.')
+    names.add(entry.name)
+    entries.append(entry)
+  return entries
 
 
 def _require(cond, field, msg):
@@ -118,6 +169,7 @@ def _check(config, *, num_devices=None, num_processes=None, model_names=None, sp
     f'{config.eval_batch_size} is not divisible by the {num_devices} devices.',
   )
   del num_processes  # devices are a multiple of processes, so the checks above cover them.
+  eval_entries(config)  # their datasets: vit_jax_stems.train.evaluate.check_evals
   _require(
     config.get('precise_bn_samples', 0) >= 0,
     'precise_bn_samples',

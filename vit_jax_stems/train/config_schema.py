@@ -22,6 +22,9 @@ Fields (all overridable as --config.a.b=value):
                         the train split, steps per epoch follow; vit_jax_stems/data/README.md).
   batch_size            global batch per optimizer update (split over every device).
   eval_batch_size       global eval batch.
+  evals                 evaluators besides data.eval_split, each (dataset, split, name) or
+                        (dataset, split, name, data_dir), e.g. (('imagenet_v2', 'test', 'v2'),);
+                        reported as eval/<name>/top1 (vit_jax_stems/train/evaluate.py).
   total_{epochs|steps|examples}  training length (exactly one).
   optimizer             name adamw|sgd, lr (peak), lr_base_batch (lr scales by batch/this; None
                         = no scaling), weight_decay, wd_mask pycls|deit|all|none, b1 b2 eps,
@@ -57,6 +60,7 @@ def base_config():
   c.data = data_config.default_config()
   c.batch_size = 2048
   c.eval_batch_size = 1024
+  c.evals = ()
   c.num_devices = config_dict.placeholder(int)  # None: every device of every process
   c.total_epochs = config_dict.placeholder(float)
   c.total_steps = config_dict.placeholder(int)

@@ -106,21 +106,40 @@ def make_train_step(
   return train_step
 
 
-def make_eval_step(model, mean, std):
+def make_eval_step(model, mean, std, classes=None):
   """eval_step(variables, batch) -> {'top1', 'top5', 'count'} sums over the batch (pure).
 
   `batch` is {'image': uint8, 'label', 'mask'}; images are normalised with (mean, std) here.
+  'label' is int (B,), one class per example, or bool (B, num_classes), a set of correct classes
+  per example (ReaL): a prediction is correct when it is in the set, and an example with an
+  empty set is not counted (Beyer et al. 2020, google-research/reassessed-imagenet README).
+  `classes`: predict among these classes only, the argmax over their logits (ImageNet-A/R's 200,
+  as Hendrycks et al. score them: natural-adv-examples and imagenet-r `eval.py`); None: all.
   """
 
   def eval_step(variables, batch):
     images = device_augment.normalize_uint8(batch['image'], mean, std)
     logits, _ = model.apply(variables, images, train=False)
     logits = logits.astype(jnp.float32)
+    k = 5
+    if classes is not None:
+      among = jnp.zeros(logits.shape[-1], bool).at[jnp.asarray(classes)].set(True)
+      logits = jnp.where(among, logits, -jnp.inf)
+      k = min(k, len(classes))
+    top5 = jax.lax.top_k(logits, min(k, logits.shape[-1]))[1]
     label = batch['label']
-    mask = batch['mask'].astype(jnp.float32)
-    top5 = jax.lax.top_k(logits, min(5, logits.shape[-1]))[1]
-    hit5 = jnp.any(top5 == label[:, None], axis=-1)
-    hit1 = top5[:, 0] == label
-    return {'top1': jnp.sum(hit1 * mask), 'top5': jnp.sum(hit5 * mask), 'count': jnp.sum(mask)}
+    counted = batch['mask']
+    if label.ndim == 1:
+      hits = top5 == label[:, None]
+    else:  # a set of correct classes per example
+      hits = jnp.take_along_axis(label, top5, axis=-1)
+      counted = counted & jnp.any(label, axis=-1)
+    counted = counted.astype(jnp.float32)
+    hit1, hit5 = hits[:, 0], jnp.any(hits, axis=-1)
+    return {
+      'top1': jnp.sum(hit1 * counted),
+      'top5': jnp.sum(hit5 * counted),
+      'count': jnp.sum(counted),
+    }
 
   return eval_step

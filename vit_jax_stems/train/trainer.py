@@ -52,6 +52,7 @@ def check_config(config, info=None):
     model_names=models.list_models(),
     spec_fn=lambda: train_state.spec_from_config(config, info.num_classes),
   )
+  evaluate.check_evals(config, info.num_classes)
   return info
 
 
@@ -129,9 +130,7 @@ def train_and_evaluate(config, workdir, *, train_batches=None):
   train_iter = precise_bn.PeekableIterator(train_batches)
 
   # ------------------------------------------------------------------ Evaluators, writers
-  evaluator = evaluate.Evaluator(
-    model, config.data, split=config.data.eval_split, batch_size=config.eval_batch_size, mesh=mesh
-  )
+  evaluator = evaluate.Evaluators(config, model, mesh)  # config.data.eval_split and config.evals
   writer = metrics.create_writer(workdir, start_step=start_step)
   progress = metrics.ProgressPrinter(plan.total_steps, start_step)
   report, hooks = metrics.periodic_hooks(
