@@ -30,7 +30,8 @@ Full fine-tuning trains every weight with AdamW at a lower lr than from scratch,
 or label smoothing: a random resized crop and a flip (none for the digit datasets). The 1e-4 /
 1e-3 learning rates at batch 512 are this project's defaults, not values of either paper.
 
-The P1 recipes (P1 Sec. 4 and App. C; docs/references.md#p1-training-recipe):
+The P1 recipes (P1 Sec. 4, Table 2 and App. C; docs/references.md#experiment-protocols and
+#p1-results):
   recipe=p1_in21k   IN-21k -> IN-1k: the pre-trained model fine-tuned on imagenet2012 for 20 epochs
                     with weight decay 0, at 224 px and batch 2048, with the P1 data recipe minus
                     mixup/CutMix, EMA and precise BN as P1 trains. P1 does not state the
@@ -46,9 +47,11 @@ The P1 recipes (P1 Sec. 4 and App. C; docs/references.md#p1-training-recipe):
                     not the schedule; this reuses p1_in21k's.
 
 A demo on this CPU (README, "Fine-tuning"): the ViT_C demo run on mnist5k at 32 px, fine-tuned on
-cluttered_mnist5k at 64 px (the position embedding resampled from 8x8 to 16x16 tokens):
-  python main.py --config configs/finetune.py:init=workdirs/demo_vitc,dataset=cluttered_mnist5k,epochs=3 \
+cluttered_mnist5k at 48 px (the position embedding resampled from 8x8 to 12x12 tokens):
+  python main.py --config configs/finetune.py:init=workdirs/demo_vitc,dataset=cluttered_mnist5k,image_size=48,epochs=5,lr=2e-3 \
       --workdir workdirs/ft_vitc
+  Measured (2-core dev CPU at load 4-5, 2026-12-02): top-1 16.2% before -> 28.3% after 5 epochs,
+  4m46s wall; with `probe` (lr=1e-2) 16.2% -> 20.4%, 1m45s.
 """
 
 import ml_collections

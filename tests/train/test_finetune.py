@@ -4,6 +4,7 @@ the linear probe's frozen backbone, the P1 recipes' settings, and bad sources st
 import json
 import os
 import pathlib
+import re
 import subprocess
 import sys
 
@@ -16,7 +17,7 @@ from flax import traverse_util
 from configs import finetune
 from tests.train import tiny
 from vit_jax_stems import export, weights
-from vit_jax_stems.train import config_checks, metrics, optimizer, pretrained, trainer
+from vit_jax_stems.train import config_checks, evaluate, metrics, optimizer, pretrained, trainer
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
@@ -70,6 +71,10 @@ def test_a_linear_probe_moves_only_the_head(source_run, tmp_path):
   assert moved == ['params/head/bias', 'params/head/kernel']
   rows = metrics.read_jsonl(tmp_path / 'metrics.jsonl')
   assert [r['step'] for r in rows if 'eval/params_top1' in r] == [0, 2]
+  # the "before" is what `--mode eval` gives the source at the new size
+  before = evaluate.run(c, str(tmp_path / 'fresh'))
+  assert before['params_top1'] == rows[0]['eval/params_top1']
+  assert before['eval_count'] == rows[0]['eval/eval_count'] == 1000
 
 
 def test_a_full_finetune_at_another_size_moves_the_backbone(source_run, tmp_path):
@@ -141,12 +146,14 @@ def test_a_probe_with_precise_bn_is_refused(source_run):
 
 
 def test_the_readme_demo_shortened(source_run, tmp_path):
-  """The README's fine-tuning command on the tiny source, 3 steps: it prints the top-1 before and
-  after on cluttered_mnist5k at 64 px."""
+  """The README's fine-tuning command on the tiny source, cut to 3 steps: it prints the top-1
+  before and after on cluttered_mnist5k at 48 px."""
+  readme = (ROOT / 'README.md').read_text()
+  options = re.search(r'configs/finetune\.py:init=workdirs/demo_vitc,(\S+) --workdir', readme)[1]
+  assert 'dataset=cluttered_mnist5k' in options and 'image_size=48' in options
   out = subprocess.run(
     [
-      sys.executable, 'main.py',
-      f'--config=configs/finetune.py:init={source_run},dataset=cluttered_mnist5k,epochs=3',
+      sys.executable, 'main.py', f'--config=configs/finetune.py:init={source_run},{options}',
       f'--workdir={tmp_path}', '--config.total_steps=3', '--config.eval_every_steps=10',
       '--config.checkpoint_every_steps=3',
       '--config.batch_size=16', '--config.eval_batch_size=200',
