@@ -10,6 +10,7 @@ import sys
 import pytest
 
 from configs import vitc
+from tests.train import tiny
 from vit_jax_stems.sweep import sample_efficiency as se
 from vit_jax_stems.train import ema, run_setup
 
@@ -128,3 +129,15 @@ def test_the_command_trains_each_run_once_and_writes_table_plot_and_numbers(tmp_
   other = _command(workdir, '--config.optimizer.lr=0.01')
   assert other.returncode == 1 and 'Traceback' not in other.stderr
   assert 'holds a run of another config' in other.stderr and 'config.json' in other.stderr
+
+
+def test_a_run_older_than_the_transfer_fields_keeps_its_digest():
+  """config.json of runs written before config.evals, eval_at_start and linear_probe existed
+  lacks them; with their defaults such a run is still the same run (it resumes, not reruns)."""
+  c = tiny.tiny_config('vitc')
+  older = json.loads(c.to_json_best_effort())
+  for key in ('evals', 'eval_at_start', 'linear_probe'):
+    del older[key]
+  assert se._digest(older) == se.config_digest(c)
+  c.linear_probe = True
+  assert se._digest(older) != se.config_digest(c)

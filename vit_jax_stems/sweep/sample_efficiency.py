@@ -122,7 +122,10 @@ def config_digest(config) -> str:
 def _digest(plain: dict) -> str:
   for key in ('data_dir', 'manual_dir'):
     plain['data'].pop(key, None)
-  plain.pop('evals', None)  # also absent from the config.json of runs older than the field
+  for key in ('evals', 'eval_at_start'):  # what is evaluated does not change the training
+    plain.pop(key, None)
+  if not plain.get('linear_probe', False):  # absent from the config.json of older runs
+    plain.pop('linear_probe', None)
   return hashlib.sha1(json.dumps(plain, sort_keys=True).encode()).hexdigest()[:16]
 
 
