@@ -102,7 +102,7 @@ def itemized(thread_ms, plan):
   """{kind: mean ms} over the iterations of each kind: 'plain', 'log row', 'checkpoint save'."""
 
   def kind(step):
-    if plan.checkpoint_every and step % plan.checkpoint_every == 0:
+    if plan.saves_at(step):
       return 'checkpoint save'
     return 'log row' if step % plan.log_every == 0 else 'plain'
 

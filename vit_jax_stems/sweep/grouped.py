@@ -378,17 +378,13 @@ def train_group(base_config, trials, group_workdir):
           },
         )
         window = []
-      if plan.eval_every and step % plan.eval_every == 0 and step != plan.total_steps:
+      if plan.evaluates_at(step):
         state = with_precise_bn(state, step)
         run_eval(state, step)
       if step == plan.total_steps:
         state = with_precise_bn(state, step)
       preempted = preemption.should_stop(step)
-      if (
-        preempted
-        or step == plan.total_steps
-        or (plan.checkpoint_every and step % plan.checkpoint_every == 0)
-      ):
+      if preempted or plan.saves_at(step):
         ckpt.save(step, state)
       if preempted:
         ckpt.close()

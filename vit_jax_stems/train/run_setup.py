@@ -34,6 +34,16 @@ class Plan:
   def total_epochs(self):
     return self.total_updates / self.steps_per_epoch
 
+  def evaluates_at(self, step):
+    """An eval during training after `step` (the one after the last step is the loop's own)."""
+    return bool(self.eval_every) and step % self.eval_every == 0 and step != self.total_steps
+
+  def saves_at(self, step):
+    """A checkpoint after `step`: every checkpoint_every steps and after the last one."""
+    return step == self.total_steps or (
+      bool(self.checkpoint_every) and step % self.checkpoint_every == 0
+    )
+
 
 def make_plan(config, num_train_examples):
   """Epochs / steps / examples -> steps, in one place (durations.to_steps)."""

@@ -243,21 +243,15 @@ def train_and_evaluate(config, workdir, *, train_batches=None):
         last['train'] = row
         window, t_window, s_window = [], time.monotonic(), step
 
-      if plan.eval_every and step % plan.eval_every == 0 and step != plan.total_steps:
+      if plan.evaluates_at(step):
         state = with_precise_bn(state, step)
         last['eval'] = run_eval(step)
         t_window = time.monotonic()  # eval time is not training throughput
 
-      if (
-        step == plan.total_steps
-      ):  # before the final save, so that `--mode eval` sees the same stats
+      if step == plan.total_steps:  # before the final save: `--mode eval` sees the same stats
         state = with_precise_bn(state, step)
       preempted = preemption.should_stop(step)
-      if (
-        preempted
-        or step == plan.total_steps
-        or (plan.checkpoint_every and step % plan.checkpoint_every == 0)
-      ):
+      if preempted or plan.saves_at(step):
         check_finite(m, step)
         ckpt.save(step, state)
       if preempted:
