@@ -67,11 +67,7 @@ def test_every_part_runs_without_tensorflow_and_lands_in_one_json_and_page(dry_r
   doc, page, stdout = dry_run
   names = [p.name for p in gpu_check.parts(dry=True)]
   assert list(doc['parts']) == names
-  scan = gpu_check.has_scan_field()
   for name, record in doc['parts'].items():
-    if name.startswith('scan_') and not scan:
-      assert record['status'] == f'skipped: ModelSpec has no field {gpu_check.SCAN_FIELD}'
-      continue
     assert record['status'] == 'ok', (name, record)
     assert doc['results'][name], name
     assert f'[{name}] ok in ' in stdout  # each part's seconds, with the running total
@@ -89,12 +85,11 @@ def test_every_part_runs_without_tensorflow_and_lands_in_one_json_and_page(dry_r
   }
   assert {r['case'] for r in doc['attention']} == {'vit_c_1gf', 'convit_ti'}
   assert {r['attention'] for r in doc['results']['attention']['cases']} == {'xla'}
-  if scan:
-    assert {r['case'] for r in doc['scan']} == {'vit_c_1gf', 'convit_ti'}
+  assert {r['case'] for r in doc['scan']} == {'vit_c_1gf', 'convit_ti'}
   assert [r['k'] for r in doc['results']['sweep']['rows']] == [1, 2]
   for heading in ('## Models', '## Ratios and goals', '## Attention', '## K trials'):
     assert heading in page
-  assert ('## Scanned against unrolled' in page) == scan
+  assert '## Scanned against unrolled' in page
   assert f'of the {gpu_check.BUDGET_S} s budget' in page
 
 
@@ -161,7 +156,6 @@ def test_a_rerun_of_some_parts_keeps_the_others_results(tmp_path, monkeypatch):
 
   monkeypatch.setattr(gpu_check, 'probe_device', lambda: {'platform': 'cpu', 'device_kind': 'cpu'})
   monkeypatch.setattr(gpu_check, 'run_part', fake_run)
-  monkeypatch.setattr(gpu_check, 'has_scan_field', lambda: True)
   monkeypatch.setattr(gpu_check, 'markdown', lambda doc: '')
   args = ['--dry', '--results_dir', str(tmp_path)]
   folder = gpu_check.main(args)

@@ -182,12 +182,6 @@ def probe_device() -> dict:
   return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def has_scan_field() -> bool:
-  from vit_jax_stems.models.spec import ModelSpec  # pylint: disable=g-import-not-at-top
-
-  return SCAN_FIELD in {f.name for f in dataclasses.fields(ModelSpec)}
-
-
 def preflight(dry: bool, device: dict) -> None:
   """Everything the parts need, checked before any of them starts."""
   if not dry and device['platform'] != 'gpu':
@@ -512,7 +506,6 @@ def main(argv=None) -> str:
   parts_dir = os.path.join(folder, 'parts')
   os.makedirs(parts_dir, exist_ok=True)
   print(f'GPU check on {device["device_kind"]} into {folder}/ (budget {BUDGET_S} s)', flush=True)
-  scan = has_scan_field()
   spent = 0.0
   records = {}
   for part in parts(args.dry):
@@ -522,12 +515,9 @@ def main(argv=None) -> str:
         with open(status_path) as f:
           records[part.name] = json.load(f)
       continue
-    if part.name.startswith('scan_') and not scan:
-      record = skipped(part, f'ModelSpec has no field {SCAN_FIELD}')
-    else:
-      limit = args.limit_of.get(part.name, part.timeout_s)
-      print(f'[{part.name}] {part.about} (limit {limit:g} s)', flush=True)
-      record = run_part(part, parts_dir, limit)
+    limit = args.limit_of.get(part.name, part.timeout_s)
+    print(f'[{part.name}] {part.about} (limit {limit:g} s)', flush=True)
+    record = run_part(part, parts_dir, limit)
     spent += record['seconds']
     print(
       f'[{part.name}] {record["status"]} in {record["seconds"]:.1f} s; '
