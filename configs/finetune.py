@@ -57,6 +57,7 @@ cluttered_mnist5k at 48 px (the position embedding resampled from 8x8 to 12x12 t
 import ml_collections
 
 from configs import common
+from vit_jax_stems import models
 from vit_jax_stems.data import config as data_config
 from vit_jax_stems.train import pretrained
 
@@ -100,6 +101,8 @@ def get_config(arg=None):
   c = common.base_config()
   c.model_name = arch
   c.model = ml_collections.ConfigDict(overrides)
+  if 'scan_layers' not in c.model:  # converted weights say nothing: the trainer configs' rule
+    c.model.scan_layers = common.scan_layers_pays(models.get_spec(arch, **overrides).depth)
   c.init_weights = opts['init']
   c.eval_at_start = True
   c.linear_probe = opts['probe']

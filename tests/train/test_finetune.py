@@ -50,7 +50,7 @@ def test_the_config_takes_the_architecture_of_its_source(source_run):
   c = finetune.get_config(f'init={source_run},dataset=cluttered_mnist5k')
   run = json.load(open(f'{source_run}/config.json'))
   assert c.model_name == run['model_name'] == 'vit_c_1gf'
-  assert c.model.to_dict() == run['model']
+  assert c.model.to_dict() == {'scan_layers': False, **run['model']}
   assert (c.init_weights, c.eval_at_start, c.linear_probe) == (source_run, True, False)
   assert c.data.name == 'cluttered_mnist5k' and c.data.image_size == 64
   assert c.optimizer.weight_decay == 0.0 and c.data.augment.mixup_alpha == 0.0
@@ -116,6 +116,10 @@ def test_the_p1_recipes(tmp_path):
   assert c.optimizer.lr == pytest.approx(1e-4) and c.batch_size == 2048
   assert c.data.augment.autoaugment and c.data.augment.mixup_alpha == 0.0
   assert finetune.get_config(f'init={weights_dir},recipe=p1_384').data.image_size == 384
+  assert not c.model.scan_layers  # 12 blocks; the 72GF models' 21-22 are scanned
+  meta['arch'] = 'vit_c_72gf'
+  (weights_dir / weights.MODEL_JSON).write_text(json.dumps(meta))
+  assert finetune.get_config(f'init={weights_dir},recipe=p1_384').model.scan_layers
   meta['arch'] = 'convit_ti'
   (weights_dir / weights.MODEL_JSON).write_text(json.dumps(meta))
   with pytest.raises(ValueError, match="P1's, for vit_p_"):
