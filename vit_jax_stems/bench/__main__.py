@@ -204,8 +204,7 @@ def main(argv=None) -> dict:
 
   def document(complete):
     return {
-      'command': 'python -m vit_jax_stems.bench '
-      + ' '.join(sys.argv[1:] if argv is None else argv),
+      'command': _command(argv),
       'complete': complete,  # False: written before a case, the run not finished
       'time': datetime.datetime.now(datetime.UTC).isoformat(timespec='seconds'),
       'versions': {'jax': jax.__version__, 'flax': flax.__version__},
@@ -216,19 +215,13 @@ def main(argv=None) -> dict:
         'used': 1,
       },
       'peak': {'tflops': peak_tflops, 'dtype': args.dtype, 'source': peak_source},
-      'settings': {
-        'batch_size': args.batch_size,
-        'steps': args.steps,
-        'repeats': args.repeats,
-        'warmup': args.warmup,
-        'dtype': args.dtype,
-        'attention': attention,
-        'remat': args.remat,
-        'donate': not args.no_donate,
-        'peer': args.peer,
-        'peer_compile': not args.peer_no_compile,
-        'overrides': overrides,
-      },
+      'settings': dict(
+        _timing_settings(args),
+        attention=attention,
+        remat=args.remat,
+        donate=not args.no_donate,
+        overrides=overrides,
+      ),
       'cases': rows,
       'peers': peer_of,
       'comparisons': report.comparisons(rows, peer_of),
@@ -259,18 +252,27 @@ def main(argv=None) -> dict:
   return doc
 
 
+def _command(argv):
+  return 'python -m vit_jax_stems.bench ' + ' '.join(sys.argv[1:] if argv is None else argv)
+
+
+def _timing_settings(args):
+  """The settings that every document of a run records, ours and the peers' alike."""
+  return {
+    'batch_size': args.batch_size,
+    'steps': args.steps,
+    'repeats': args.repeats,
+    'warmup': args.warmup,
+    'dtype': args.dtype,
+    'peer': args.peer,
+    'peer_compile': not args.peer_no_compile,
+  }
+
+
 def _peers_document(args, argv, peer_of):
   return {
-    'command': 'python -m vit_jax_stems.bench ' + ' '.join(sys.argv[1:] if argv is None else argv),
-    'settings': {
-      'batch_size': args.batch_size,
-      'steps': args.steps,
-      'repeats': args.repeats,
-      'warmup': args.warmup,
-      'dtype': args.dtype,
-      'peer': args.peer,
-      'peer_compile': not args.peer_no_compile,
-    },
+    'command': _command(argv),
+    'settings': _timing_settings(args),
     'cases': [],
     'peers': peer_of,
   }
