@@ -133,12 +133,29 @@ def load_weights(
   )
   check_variables(unrolled, variables)
   if image_size is not None and image_size != model.spec.image_size:
-    model = models.create_model(
-      meta['arch'], dtype=dtype, **{**overrides, 'image_size': image_size}
+    model, variables = at_image_size(
+      meta['arch'],
+      overrides,
+      variables,
+      image_size,
+      dtype=dtype,
+      interpolation=pos_embedding_interpolation,
     )
-    variables = resized(variables, model.spec, interpolation=pos_embedding_interpolation)
-    check_variables(layers_layout.unrolled_model(model), variables)
   return model, layers_layout.to_layout(variables, model.spec)
+
+
+def at_image_size(
+  arch, overrides, variables, image_size, *, dtype=jnp.float32, interpolation='bicubic'
+):
+  """(model, per-block variables) of `create_model(arch, **overrides)` moved to `image_size`: the
+  learned position embedding resampled to the new token grid (`resized`), everything else as it
+  is; unchanged when the size is the model's own."""
+  model = models.create_model(arch, dtype=dtype, **{**overrides, 'image_size': image_size})
+  variables = layers_layout.to_layout(variables, model.spec, stacked=False)
+  if image_size != models.get_spec(arch, **overrides).image_size:
+    variables = resized(variables, model.spec, interpolation=interpolation)
+  check_variables(layers_layout.unrolled_model(model), variables)
+  return model, variables
 
 
 def resized(variables, spec, *, interpolation: str = 'bicubic'):

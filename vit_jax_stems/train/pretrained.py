@@ -14,14 +14,13 @@ other mismatch is an error naming the parameter. Both sides are compared per blo
 starts from the same directories; its variables are stacked after.
 """
 
-import json
 import os
 
 import numpy as np
 from absl import logging
 from flax import traverse_util
 
-from vit_jax_stems import models, weights
+from vit_jax_stems import weights
 from vit_jax_stems.models import layers_layout, pos_embedding
 from vit_jax_stems.train.checkpointing import CONFIG_JSON as RUN_CONFIG
 
@@ -45,11 +44,13 @@ def is_run(source):
 def architecture(source):
   """(arch, ModelSpec overrides without num_classes and image_size, image_size) of SOURCE, read
   from its JSON alone (configs/finetune.py builds the fine-tuning model from it)."""
-  with open(os.path.join(source, RUN_CONFIG if is_run(source) else WEIGHTS_JSON)) as f:
-    meta = json.load(f)
-  if 'model_name' in meta:  # a run's config.json
+  from vit_jax_stems.analysis import sources  # pylint: disable=g-import-not-at-top
+
+  if is_run(source):
+    meta = sources.read_run_config(source)
     arch, overrides, image_size = meta['model_name'], meta['model'], meta['data']['image_size']
   else:
+    meta = weights.read_model_json(source)
     arch, overrides, image_size = meta['arch'], meta.get('overrides', {}), meta['image_size']
   overrides = {k: v for k, v in overrides.items() if k not in ('num_classes', 'image_size')}
   return arch, overrides, image_size
@@ -62,11 +63,9 @@ def load(source, *, image_size=None):
 
   if is_run(source):
     arch, overrides, variables = export.from_run(source)
-    model = models.create_model(arch, **overrides)
-    variables = layers_layout.to_layout(variables, model.spec, stacked=False)
-    if image_size is not None and image_size != model.spec.image_size:
-      model = models.create_model(arch, **{**overrides, 'image_size': image_size})
-      variables = weights.resized(variables, model.spec)
+    model, variables = weights.at_image_size(
+      arch, overrides, variables, image_size or overrides['image_size']
+    )
   else:
     model, variables = weights.load_weights(source, image_size=image_size)
   per_block = layers_layout.to_layout(variables, model.spec, stacked=False)
