@@ -1,13 +1,9 @@
 """`main.py` answers a mistyped --config field, value or option with one short message naming it,
 a non-zero exit and nothing written (each case a real `python main.py` subprocess)."""
 
-import os
-import subprocess
-import sys
-
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests.main_cli import run_main
 
 
 @pytest.mark.parametrize(
@@ -26,13 +22,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def test_a_mistyped_config_setting_is_one_short_message(args, expected, tmp_path):
   workdir = tmp_path / 'run'
   config = [] if args[0].startswith('--config=') else ['--config=configs/vitc.py:demo']
-  proc = subprocess.run(
-    [sys.executable, 'main.py', *config, *args, f'--workdir={workdir}'],
-    cwd=ROOT,
-    capture_output=True,
-    text=True,
-    timeout=300,
-  )
+  proc = run_main(*config, *args, f'--workdir={workdir}')
   assert proc.returncode != 0
   assert 'Traceback' not in proc.stderr, proc.stderr
   errors = [line for line in proc.stderr.splitlines() if 'FATAL Flags parsing error' in line]
@@ -55,13 +45,7 @@ def test_a_setting_that_cannot_work_is_an_error_line_without_traceback(args, exp
   """Config checks and dataset lookup fail in the mode itself (after flag parsing): main.py prints
   their message as one ERROR line, no traceback, and writes nothing."""
   workdir = tmp_path / 'run'
-  proc = subprocess.run(
-    [sys.executable, 'main.py', '--config=configs/vitc.py:demo', *args, f'--workdir={workdir}'],
-    cwd=ROOT,
-    capture_output=True,
-    text=True,
-    timeout=300,
-  )
+  proc = run_main('--config=configs/vitc.py:demo', *args, f'--workdir={workdir}')
   assert proc.returncode == 1, proc.stderr
   assert 'Traceback' not in proc.stderr, proc.stderr
   errors = [line for line in proc.stderr.splitlines() if line.startswith('ERROR: ')]

@@ -11,6 +11,7 @@ import sys
 
 import pytest
 
+from tests.main_cli import run_main
 from vit_jax_stems.sweep import cli, trials
 from vit_jax_stems.train import trainer
 
@@ -79,13 +80,7 @@ def test_a_bad_argument_is_one_line_before_anything_is_trained_or_written(
     workdir.mkdir()
     (workdir / 'sweep.json').write_text(json.dumps({'arguments': {'sweep_seed': 0}, 'trials': []}))
   before = sorted(p.name for p in workdir.rglob('*')) if workdir.exists() else None
-  proc = subprocess.run(
-    [sys.executable, 'main.py', f'--mode={mode}', '--trials=2', *args, f'--workdir={workdir}'],
-    cwd=ROOT,
-    capture_output=True,
-    text=True,
-    timeout=600,
-  )
+  proc = run_main(f'--mode={mode}', '--trials=2', *args, f'--workdir={workdir}', timeout=600)
   assert proc.returncode == 1
   assert 'Traceback' not in proc.stderr, proc.stderr
   errors = [line for line in proc.stderr.splitlines() if 'ERROR' in line or 'FATAL' in line]

@@ -1,20 +1,15 @@
 """config.evals: several evaluators in one run, ImageNet's variants scored as their papers define
 it, on small generated data prepared by each variant's own TFDS builder."""
 
-import os
-import subprocess
-import sys
-
 import jax.numpy as jnp
 import numpy as np
 import pytest
 import tiny
 
+from tests.main_cli import run_main
 from vit_jax_stems import data
 from vit_jax_stems.data import fake_imagenet
 from vit_jax_stems.train import config_checks, evaluate, metrics, run_setup, steps, trainer
-
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 # ReaL label sets of the 5 generated validation images, in file-name order (real.json's format).
 REAL_LABELS = [[1, 5], [], [3], [0, 1, 2], [999]]
@@ -227,19 +222,11 @@ def test_a_malformed_evals_entry_is_named(evals, expected):
 def test_the_command_line_sets_evals_and_a_missing_set_is_one_line_without_traceback(tmp_path):
   workdir, data_dir = tmp_path / 'run', tmp_path / 'tfds'
   evals = "(('imagenet_v2', 'test', 'v2'),)"
-  proc = subprocess.run(
-    [
-      sys.executable,
-      'main.py',
-      '--config=configs/vitc.py:demo',
-      f'--config.data.data_dir={data_dir}',
-      f'--config.evals={evals}',
-      f'--workdir={workdir}',
-    ],
-    cwd=ROOT,
-    capture_output=True,
-    text=True,
-    timeout=300,
+  proc = run_main(
+    '--config=configs/vitc.py:demo',
+    f'--config.data.data_dir={data_dir}',
+    f'--config.evals={evals}',
+    f'--workdir={workdir}',
   )
   assert proc.returncode == 1
   assert 'Traceback' not in proc.stderr, proc.stderr

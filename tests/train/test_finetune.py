@@ -5,8 +5,6 @@ import json
 import os
 import pathlib
 import re
-import subprocess
-import sys
 
 import jax
 import jax.numpy as jnp
@@ -15,11 +13,10 @@ import pytest
 from flax import traverse_util
 
 from configs import finetune
+from tests.main_cli import ROOT, run_main
 from tests.train import tiny
 from vit_jax_stems import export, weights
 from vit_jax_stems.train import config_checks, evaluate, metrics, optimizer, pretrained, trainer
-
-ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope='module')
@@ -152,18 +149,19 @@ def test_a_probe_with_precise_bn_is_refused(source_run):
 def test_the_readme_demo_shortened(source_run, tmp_path):
   """The README's fine-tuning command on the tiny source, cut to 3 steps: it prints the top-1
   before and after on cluttered_mnist5k at 48 px."""
-  readme = (ROOT / 'README.md').read_text()
+  readme = pathlib.Path(ROOT, 'README.md').read_text()
   options = re.search(r'configs/finetune\.py:init=workdirs/demo_vitc,(\S+) --workdir', readme)[1]
   assert 'dataset=cluttered_mnist5k' in options and 'image_size=48' in options
-  out = subprocess.run(
-    [
-      sys.executable, 'main.py', f'--config=configs/finetune.py:init={source_run},{options}',
-      f'--workdir={tmp_path}', '--config.total_steps=3', '--config.eval_every_steps=10',
-      '--config.checkpoint_every_steps=3',
-      '--config.batch_size=16', '--config.eval_batch_size=200',
-    ],
-    cwd=ROOT, capture_output=True, text=True, check=False, timeout=600,
+  out = run_main(
+    f'--config=configs/finetune.py:init={source_run},{options}',
+    f'--workdir={tmp_path}',
+    '--config.total_steps=3',
+    '--config.eval_every_steps=10',
+    '--config.checkpoint_every_steps=3',
+    '--config.batch_size=16',
+    '--config.eval_batch_size=200',
+    timeout=600,
     env=dict(os.environ, JAX_COMPILATION_CACHE_DIR=jax.config.jax_compilation_cache_dir or ''),
-  )  # fmt: skip
+  )
   assert out.returncode == 0, out.stderr[-3000:]
   assert 'top-1 of the starting weights -> after 3 steps: params ' in out.stdout
