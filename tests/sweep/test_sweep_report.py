@@ -221,3 +221,61 @@ def test_a_missing_workdir_is_named(tmp_path, capsys):
   with pytest.raises(SystemExit):
     report.main(['--workdir', str(tmp_path / 'nowhere')])
   assert capsys.readouterr().err == f'ERROR: --workdir {tmp_path / "nowhere"} does not exist.\n'
+
+
+def test_paired_trials_compare_models_at_the_same_sample(tmp_path, capsys):
+  """Three models at the samples 0-2 of one seed; vit_s at sample 2 ran with another seed (other
+  values) and has no sample 3 partner: neither pairs. Hand-counted wins, a diverged tie included."""
+  lr = {0: 1e-3, 1: 2e-3, 2: 4e-3, 3: 8e-3}
+  errors = {  # model: {index: error, None = diverged}
+    'vit_c': {0: 20.0, 1: 30.0, 2: None},
+    'vit_p': {0: 25.0, 1: 30.0, 2: None, 3: 40.0},
+    'vit_s': {0: 10.0, 1: 35.0},
+  }
+  rows = [
+    _row(f't{i:03d}', model, 'adamw', e, diverged=e is None, lr=lr[i], wd=0.05)
+    | {'trial_id': f'{model}-adamw-t{i:03d}'}
+    for model, by_index in errors.items()
+    for i, e in by_index.items()
+  ]
+  other_seed = _row('t002', 'vit_s', 'adamw', 5.0, lr=3e-3, wd=0.05)
+  lone_sgd = _row('t004', 'vit_c', 'sgd', 50.0, lr=0.1, wd=1e-5)
+  rows += [other_seed | {'trial_id': 'vit_s-seed1-t002'}, lone_sgd | {'trial_id': 'vit_c-sgd-t004'}]
+  workdir = str(tmp_path / 'sweep')
+  _write(workdir, rows)
+  trials, _ = report.load_trials([workdir])
+  paired = report.paired_trials(report.group_trials(trials)[10.0])
+  assert list(paired) == ['adamw']  # the lone SGD trial pairs with nothing
+  assert [(i, sorted(by_model)) for i, _, by_model in paired['adamw']] == [
+    (0, ['vit_c', 'vit_p', 'vit_s']),
+    (1, ['vit_c', 'vit_p', 'vit_s']),
+    (2, ['vit_c', 'vit_p']),
+  ]
+  samples = paired['adamw']
+  assert report.paired_wins(samples, 'vit_c', 'vit_p') == {
+    'pairs': 3,
+    'a_lower': 1,  # 20 < 25
+    'b_lower': 0,
+    'equal': 2,  # 30 = 30, and both diverged (100 = 100)
+  }
+  assert report.paired_wins(samples, 'vit_c', 'vit_s') == {
+    'pairs': 2,
+    'a_lower': 1,
+    'b_lower': 1,
+    'equal': 0,
+  }
+
+  report.main(['--workdir', workdir])
+  with open(os.path.join(workdir, 'report.md')) as f:
+    markdown = f.read()
+  assert _tables(markdown)['10 epochs, paired trials'] == [
+    ['optimizer', 'model A', 'model B', 'pairs', 'A lower', 'B lower', 'equal'],
+    ['adamw', 'vit_c', 'vit_p', '3', '1', '0', '2'],
+    ['adamw', 'vit_c', 'vit_s', '2', '1', '1', '0'],
+    ['adamw', 'vit_p', 'vit_s', '2', '1', '1', '0'],
+    ['trial', 'optimizer.lr', 'optimizer.weight_decay', 'vit_c', 'vit_p', 'vit_s'],
+    ['0', '0.001', '0.05', '20.00', '25.00', '10.00'],
+    ['1', '0.002', '0.05', '30.00', '30.00', '35.00'],
+    ['2', '0.004', '0.05', '100.00', '100.00', ''],
+  ]
+  capsys.readouterr()

@@ -16,7 +16,13 @@ Writes into the first DIR (or --out_dir):
   error_vs_hparams.png  error against optimizer.lr and optimizer.weight_decay, log x (P1 Fig. 4);
                         one row of panels per optimizer (and epochs value)
   report.md             per epochs value: trials, diverged, best, median and top-25% error per
-                        model and optimizer, the AdamW-SGD gap per model, the figures and the command
+                        model and optimizer, the AdamW-SGD gap per model; where models trained the
+                        same samples, the paired comparison; the figures and the command
+
+Paired trials: a sweep's sample is a function of its seed and the trial index, not of the model, so
+sweeps of several models with one seed train every model at the same (lr, wd) per index. Comparing
+them sample by sample (which model has the lower error at the same hyperparameters) removes the
+spread of the samples from the comparison of the models, which an EDF of 16 trials keeps.
 """
 
 from __future__ import annotations
@@ -146,8 +152,10 @@ def _trial(row: dict, path: str, error_field: str) -> dict:
   error = _number(row[error_field], path, row, error_field)
   diverged = bool(row['diverged']) or not math.isfinite(error)
   epochs = row['epochs']
+  index = row.get('index')
   return {
     'trial_id': row['trial_id'],
+    'index': index if isinstance(index, int) and not isinstance(index, bool) else None,
     'model': str(row['model']),
     'optimizer': str(row['optimizer']),
     'epochs': None if epochs is None else _number(epochs, path, row, 'epochs'),
@@ -209,6 +217,41 @@ def group_trials(trials: Sequence[dict]) -> dict:
   return {
     epochs: dict(sorted(curves.items(), key=lambda kv: (kv[0][0], _optimizer_key(kv[0][1]))))
     for epochs, curves in sorted(out.items(), key=lambda kv: _epochs_key(kv[0]))
+  }
+
+
+def paired_trials(curves: Mapping[tuple, list]) -> dict:
+  """{optimizer: [(index, hparams, {model: trial}), ...]} of `curves` (one epochs value, as
+  `group_trials` gives): the samples that two or more models trained, by trial index and with
+  exactly the same swept values (sweeps of different seeds share indices, not samples). Trials
+  without an index pair with nothing. Samples in index order; optimizers with no pair left out."""
+  samples = {}
+  for (model, optimizer), group in curves.items():
+    for trial in group:
+      if trial['index'] is None:
+        continue
+      key = (optimizer, trial['index'], tuple(sorted(trial['hparams'].items())))
+      samples.setdefault(key, {})[model] = trial
+  out = {}
+  for (optimizer, index, hparams), by_model in sorted(
+    samples.items(), key=lambda kv: (_optimizer_key(kv[0][0]), kv[0][1], kv[0][2])
+  ):
+    if len(by_model) > 1:
+      out.setdefault(optimizer, []).append((index, dict(hparams), dict(sorted(by_model.items()))))
+  return out
+
+
+def paired_wins(samples: Sequence[tuple], model_a: str, model_b: str) -> dict:
+  """Over the samples both models trained: how many, and at how many each had the lower error
+  (a diverged trial at 100, so two diverged trials are equal)."""
+  both = [by_model for _, _, by_model in samples if model_a in by_model and model_b in by_model]
+  a = [by_model[model_a]['error'] for by_model in both]
+  b = [by_model[model_b]['error'] for by_model in both]
+  return {
+    'pairs': len(both),
+    'a_lower': sum(x < y for x, y in zip(a, b)),
+    'b_lower': sum(y < x for x, y in zip(a, b)),
+    'equal': sum(x == y for x, y in zip(a, b)),
   }
 
 
@@ -378,6 +421,48 @@ def _gap_rows(curves: Mapping[tuple, list]) -> list[str]:
   return out
 
 
+def _paired_lines(epochs, curves: Mapping[tuple, list]) -> list[str]:
+  """The paired comparison of one epochs value: wins per pair of models, then every sample."""
+  paired = paired_trials(curves)
+  if not paired:
+    return []
+  lines = [
+    '',
+    f'## {epochs_label(epochs)}, paired trials',
+    '',
+    'Models trained at the same sample (same trial index, same swept values), compared one to '
+    'one: at how many samples each model of a pair had the lower error.',
+    '',
+    '| optimizer | model A | model B | pairs | A lower | B lower | equal |',
+    '|---|---|---|---:|---:|---:|---:|',
+  ]
+  for optimizer, samples in paired.items():
+    models = sorted({m for _, _, by_model in samples for m in by_model})
+    for i, model_a in enumerate(models):
+      for model_b in models[i + 1 :]:
+        w = paired_wins(samples, model_a, model_b)
+        if w['pairs']:
+          lines.append(
+            f'| {optimizer} | {model_a} | {model_b} | {w["pairs"]} | {w["a_lower"]} '
+            f'| {w["b_lower"]} | {w["equal"]} |'
+          )
+  for optimizer, samples in paired.items():
+    models = sorted({m for _, _, by_model in samples for m in by_model})
+    hparams = [h for h in HPARAMS if any(h in hp for _, hp, _ in samples)]
+    lines += [
+      '',
+      f'Error per sample, {optimizer} (diverged: 100):',
+      '',
+      '| trial | ' + ' | '.join([*hparams, *models]) + ' |',
+      '|---:|' + '---:|' * (len(hparams) + len(models)),
+    ]
+    for index, hp, by_model in samples:
+      cells = [f'{hp[h]:.3g}' if h in hp else '' for h in hparams]
+      cells += [_fmt(by_model[m]['error']) if m in by_model else '' for m in models]
+      lines.append(f'| {index} | ' + ' | '.join(cells) + ' |')
+  return lines
+
+
 def markdown(
   trials: Sequence[dict],
   sources: Mapping[str, int],
@@ -426,6 +511,7 @@ def markdown(
         '|---|---:|---:|',
         *gaps,
       ]
+    lines += _paired_lines(epochs, curves)
   lines += ['', '## Figures', '']
   lines += [f'![{name}]({name})' for name in figures]
   return '\n'.join(lines) + '\n'
